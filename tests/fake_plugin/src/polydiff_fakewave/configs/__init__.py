@@ -1,0 +1,1 @@
+"""Bundled configs of the fake plugin (``polydiff fakewave fit -c tiny``)."""
