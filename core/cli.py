@@ -117,7 +117,10 @@ def _list(argv: list[str], registry: Registry) -> int:
     parser = argparse.ArgumentParser(
         prog="polydiff list", description="List the installed plugins; broken ones are shown with their error."
     )
-    parser.parse_args(argv)
+    try:
+        parser.parse_args(argv)
+    except SystemExit as exc:
+        return _exit_code(exc)
     records = registry.records(load=True)
     if not records:
         print(f"no plugins installed (entry-point group {ENTRY_POINT_GROUP})")
@@ -373,8 +376,11 @@ def _quickstart(argv: list[str], registry: Registry) -> int:
         results.append(_run_demo(name, plugin, out / name, progress=not opts.no_progress, max_steps=opts.max_steps))
 
     (out / "quickstart.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    rows = [(r["name"], r["status"], f"{r['seconds']:.1f}", _format_metrics(r["metrics"])) for r in results]
-    print(_table(("demo", "status", "seconds", "metrics"), rows))
+    print(_table(("demo", "status", "seconds"), [(r["name"], r["status"], f"{r['seconds']:.1f}") for r in results]))
+    metric_rows = [(r["name"], key, value) for r in results for key, value in _scalar_metrics(r["metrics"])]
+    if metric_rows:
+        print()
+        print(_table(("demo", "metric", "value"), metric_rows))
     for r in results:
         if r.get("error"):
             print(f"{r['name']}: {r['error']}", file=sys.stderr)
@@ -474,10 +480,12 @@ def _accepts(fn: Any, parameter: str) -> bool:
     return parameter in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def _format_metrics(metrics: dict) -> str:
-    parts = []
+def _scalar_metrics(metrics: dict) -> list[tuple[str, str]]:
+    """(name, formatted value) of the scalar entries; nested ones stay in metrics.json."""
+    rows = []
     for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        parts.append(f"{key}={value:.4g}" if isinstance(value, float) and math.isfinite(value) else f"{key}={value}")
-    return ", ".join(parts) or "-"
+        if isinstance(value, float):
+            rows.append((str(key), f"{value:.4g}" if math.isfinite(value) else str(value)))
+        elif isinstance(value, (bool, int, str)) or value is None:
+            rows.append((str(key), str(value)))
+    return rows

@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -284,23 +285,43 @@ def run_demo(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    # A 128-wide MLP gains nothing from intra-op threads, and when other processes compete
+    # for the cores OpenMP's spin-waiting makes two threads many times slower than one.
+    torch.set_num_threads(1)
+    try:
+        return _run_demo(out_dir, max_steps=max_steps, progress=progress, seed=seed, n_samples=n_samples)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_demo(out_dir: Path, *, max_steps: int, progress: bool, seed: int, n_samples: int) -> dict[str, Any]:
     started = time.perf_counter()
     pl.seed_everything(seed, verbose=False)
-    data = MixtureDataModule(seed=seed)
-    model = DiffusionModule(MLPDenoiser(dim=2), ema_decay=0.995)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        default_root_dir=out_dir,
+    data = MixtureDataModule(batch_size=512, seed=seed)
+    # v-prediction: with data of std ~3 against a unit-variance prior, an eps network's
+    # x0 = (x - sigma eps)/alpha amplifies its errors ~150x at the start of sampling. A one-cycle
+    # learning rate sharpens the modes markedly for the same number of steps.
+    model = DiffusionModule(
+        MLPDenoiser(dim=2, prediction="v"),
+        weighting="min_snr",
+        ema_decay=0.995,
+        optimizer=partial(torch.optim.AdamW, lr=3e-3),
+        lr_scheduler=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=3e-3, total_steps=max(max_steps, 1)),
     )
     with _quiet_lightning():
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_steps=max_steps,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            default_root_dir=out_dir,
+        )
         trainer.fit(model, datamodule=data)
     train_seconds = time.perf_counter() - started
 
@@ -315,7 +336,8 @@ def run_demo(
 
     train = data.train_points().to(torch.float64)
     mean, cov = train.mean(0), torch.cov(train.T)
-    gaussian = mean + torch.randn(n_samples, 2, generator=generator, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+    z = torch.randn(n_samples, 2, generator=generator, dtype=torch.float64)
+    gaussian = mean + z @ torch.linalg.cholesky(cov).T
     reference = mixture.sample(n_samples, generator=generator)
     second_draw = mixture.sample(n_samples, generator=generator)
 

@@ -36,7 +36,8 @@ class EMA(nn.Module):
     batch-norm statistics) and non-float parameters are copied, not averaged. ``decay=0`` makes
     the copy track the weights exactly.
 
-    The copy is kept in eval mode whatever mode its owner is put in: it is only ever evaluated.
+    The copy follows its owner's train/eval mode like any submodule (Lightning expects that);
+    evaluate it in eval mode.
 
     Args:
         module: the module to track; it is deep-copied, so later changes to it are only seen
@@ -57,13 +58,7 @@ class EMA(nn.Module):
         self.warmup = bool(warmup)
         self.module = copy.deepcopy(_unwrap(module))
         self.module.requires_grad_(False)
-        self.module.eval()
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-
-    def train(self, mode: bool = True) -> "EMA":
-        super().train(mode)
-        self.module.eval()
-        return self
 
     def current_decay(self) -> float:
         """The decay the next :meth:`update` will use."""

@@ -11,6 +11,7 @@ way per-element times are (e.g. one noise level per frame for rolling diffusion)
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 import torch
@@ -51,11 +52,12 @@ def karras_grid(schedule: Schedule, steps: int, rho: float = 7.0) -> Tensor:
     """
     _check_steps(steps)
     lo, hi = _log_snr_range(schedule)
-    s_max, s_min = torch.exp(torch.tensor(-0.5 * lo)), torch.exp(torch.tensor(-0.5 * hi))
+    s_max, s_min = math.exp(-0.5 * lo), math.exp(-0.5 * hi)
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
     sig = (s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
     times = schedule.t_from_sigma_ve(sig)
-    times[0], times[-1] = _first_time(schedule, lo), schedule.t_min
+    # t_min first, so a one-step grid still starts at t_max (where the prior is drawn).
+    times[-1], times[0] = schedule.t_min, _first_time(schedule, lo)
     return _finish(times)
 
 
@@ -64,7 +66,8 @@ def logsnr_grid(schedule: Schedule, steps: int) -> Tensor:
     _check_steps(steps)
     lo, hi = _log_snr_range(schedule)
     times = schedule.t_from_log_snr(torch.linspace(lo, hi, steps, dtype=torch.float64))
-    times[0], times[-1] = _first_time(schedule, lo), schedule.t_min
+    # t_min first, so a one-step grid still starts at t_max (where the prior is drawn).
+    times[-1], times[0] = schedule.t_min, _first_time(schedule, lo)
     return _finish(times)
 
 

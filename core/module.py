@@ -34,6 +34,8 @@ from polydiff.denoiser import drop_condition, prediction_of
 from polydiff.ema import EMA
 from polydiff.grids import GRIDS
 from polydiff.parameterization import convert, from_x0_eps
+from polydiff.samplers import SAMPLERS
+from polydiff.samplers import sample as run_sampler
 from polydiff.schedules import Schedule, VPLinear
 
 __all__ = ["DiffusionModule", "SampleMetrics", "LossSpace", "Weighting", "CHECKPOINT_FORMAT"]
@@ -159,8 +161,6 @@ class DiffusionModule(pl.LightningModule):
         lr_scheduler_interval: LrInterval = "step",
     ):
         super().__init__()
-        from polydiff.samplers import SAMPLERS  # the samplers package is only needed here
-
         self.denoiser = denoiser
         self.native_prediction = prediction_of(denoiser)
         self.schedule = schedule if schedule is not None else VPLinear()
@@ -430,8 +430,6 @@ class DiffusionModule(pl.LightningModule):
         Shapes:
             shape_or_x: (B, ...) as a shape or a tensor; y: (B, ...); returns (B, ...).
         """
-        from polydiff.samplers import sample as run_sampler
-
         if isinstance(shape_or_x, Tensor):
             x = shape_or_x.to(self.device)
         else:

@@ -332,6 +332,8 @@ class RectifiedFlow(Schedule):
     """
 
     def __init__(self, t_min: float = 1e-3):
+        if not 0 < t_min < 1:
+            raise ValueError(f"t_min must lie in (0, 1), got {t_min}")
         self.t_min = t_min
         self._freeze()
 
@@ -375,6 +377,8 @@ class OUVEBridge(Schedule):
             raise ValueError(
                 f"need gamma > 0 and 0 < sigma_min < sigma_max, got {gamma}, {sigma_min}, {sigma_max}"
             )
+        if not 0 < t_min < 1:
+            raise ValueError(f"t_min must lie in (0, 1), got {t_min}")
         self.gamma = gamma
         self.sigma_min = sigma_min
         self.sigma_max = sigma_max

@@ -112,3 +112,11 @@ def isolated_registry() -> Callable[..., Registry]:
         return Registry([EntryPoint(name, value, ENTRY_POINT_GROUP) for name, value in plugins.items()])
 
     return make
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The tests run many small tensor operations, which one thread does fastest; on a busy
+    # two-core machine extra threads only contend.
+    import torch
+
+    torch.set_num_threads(1)

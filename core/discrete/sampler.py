@@ -32,8 +32,8 @@ class CategoricalStep:
         t: the current time.
         t_next: the time this step moves to.
         x: the state at ``t`` (a tuple when the sampler was given one).
-        probs: the predicted clean-class probabilities (after guidance), structured like ``x``,
-            each of shape ``(*x.shape, K)``.
+        probs: the predicted clean-class probabilities for the condition given (guidance acts
+            later, on the reverse step), structured like ``x``, each of shape ``(*x.shape, K)``.
     """
 
     index: int
@@ -71,11 +71,13 @@ def sample_categorical(
         guidance: classifier-free guidance weight ``w``; 1 is plain conditional sampling. For
             ``w != 1`` (and a condition) the denoiser is also run unconditionally, on
             ``denoiser.drop_cond(cond, all_true_mask)`` if it has that method and on ``None``
-            otherwise, and ``log p = log p_u + w (log p_c - log p_u)`` is renormalised, as in
-            DiGress's conditional variant and Graph DiT (Liu et al. 2024).
+            otherwise, and the two reverse steps are combined as
+            ``log p(x_s | x_t) = log p_u + w (log p_c - log p_u)``, renormalised, as Graph DiT
+            (Liu et al. 2024) does; in the small-step limit these are the guided transition
+            rates of Nisonoff et al. (2024), and at the final step the guided prediction itself.
         generator: the only source of randomness.
         callback: called with a :class:`CategoricalStep` at each step; may return replacement
-            probabilities (same structure and shapes) or None.
+            conditional probabilities (same structure and shapes) or None.
         constrain: called with the new state after each draw; may return a replacement state
             (e.g. edge classes made symmetric) or None.
 
@@ -110,23 +112,26 @@ def sample_categorical(
     def checked(probs: Any, source: str) -> tuple[Tensor, ...]:  # for the current xs, index and t
         return _check_probs(probs, xs, schedules, is_tuple, f"{source} at step {index} (t={t:.4g})")
 
+    def posteriors(probs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:  # p(x_s | x_t) of this step
+        return tuple(sch.posterior_probs(xc, pc, t, t_next) for sch, xc, pc in zip(schedules, xs, probs))
+
+    guided = guidance != 1.0 and cond is not None
     for index, (t, t_next) in enumerate(zip(times[:-1], times[1:])):
         t_batch = torch.full((batch,), t, dtype=torch.get_default_dtype(), device=device)
         probs = checked(denoiser(pack(xs), t_batch, cond), "denoiser output")
-        if guidance != 1.0 and cond is not None:
+        if guided:
             drop = getattr(denoiser, "drop_cond", None)
             everyone = torch.ones(batch, dtype=torch.bool, device=device)
             uncond = drop(cond, everyone) if callable(drop) else None
             probs_u = checked(denoiser(pack(xs), t_batch, uncond), "unconditional denoiser output")
-            probs = tuple(_guide(pc, pu, guidance) for pc, pu in zip(probs, probs_u))
         if callback is not None:
             replaced = callback(CategoricalStep(index, t, t_next, pack(xs), pack(probs)))
             if replaced is not None:
                 probs = checked(replaced, "probabilities from the callback")
-        xs = tuple(
-            draw_classes(sch.posterior_probs(xc, pc, t, t_next), generator)
-            for sch, xc, pc in zip(schedules, xs, probs)
-        )
+        steps = posteriors(probs)
+        if guided:
+            steps = tuple(_guide(pc, pu, guidance) for pc, pu in zip(steps, posteriors(probs_u)))
+        xs = tuple(draw_classes(p, generator) for p in steps)
         if constrain is not None:
             replaced = constrain(pack(xs))
             if replaced is not None:
@@ -137,7 +142,7 @@ def sample_categorical(
 
 
 def _guide(probs_c: Tensor, probs_u: Tensor, weight: float) -> Tensor:
-    """Classifier-free guidance in log-probability space, renormalised."""
+    """Classifier-free guidance of two categorical distributions in log space, renormalised."""
     # a floor instead of log(0) = -inf, whose differences would be NaN; a class that only the
     # conditional branch allows is then strongly favoured for w > 1, as the formula implies
     floor = torch.finfo(torch.float64).tiny

@@ -251,11 +251,13 @@ class CategoricalSchedule:
         likelihood = ab_t * is_xt + (1 - ab_t) * m_xt  # q(x_t | x0 = i) over i
         backward = keep * is_xt + (1 - keep) * m_xt  # q(x_t | x_s = a) over a
         consistent = likelihood > 0
+        # a prediction that rules out everything x_t allows is overruled by x_t, not trusted
         mass = torch.where(consistent, p, 0.0).sum(-1, keepdim=True)
         prior = torch.where(mass > 0, p, consistent.to(p.dtype))
         w = torch.where(consistent, prior / torch.where(consistent, likelihood, 1.0), 0.0)
         out = backward * (ab_s * w + (1 - ab_s) * m * w.sum(-1, keepdim=True))
         total = out.sum(-1, keepdim=True)
+        # no clean class could have produced x_t (not a forward-process state): use q(x_s | p̂)
         ignore_xt = ab_s * p / p.sum(-1, keepdim=True) + (1 - ab_s) * m
         out = torch.where(total > 0, out / torch.where(total > 0, total, 1.0), ignore_xt)
         return out.to(x0_probs.dtype if x0_probs.is_floating_point() else torch.float64)

@@ -21,7 +21,7 @@ from polydiff.samplers.edm import sample_euler, sample_heun
 from polydiff.samplers.flow import sample_flow_euler
 from polydiff.samplers.guided import KnownValues, NonFiniteError, StepInfo
 from polydiff.samplers.pc import sample_pc
-from polydiff.schedules import EDM, Schedule
+from polydiff.schedules import EDM, RectifiedFlow, Schedule
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": sample_ddpm,
@@ -106,7 +106,10 @@ def sample(
             f"its options: {', '.join(sorted(allowed)) or 'none'}"
         )
     if isinstance(grid, str) and grid == "auto":
-        grid = "karras" if isinstance(schedule, EDM) else _AUTO_GRID[sampler]
+        if isinstance(schedule, RectifiedFlow):
+            grid = "uniform"  # straight paths: even steps in t, as flow-matching models are sampled
+        else:
+            grid = "karras" if isinstance(schedule, EDM) else _AUTO_GRID[sampler]
     times = make_grid(grid, schedule, steps, rho=rho)
     return fn(denoiser, schedule, x, times, cond=cond, y=y, guidance=guidance, known=known,
               generator=generator, callback=callback, **options)

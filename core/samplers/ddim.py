@@ -57,7 +57,7 @@ def sample_ddim(
         if eta > 0:
             z = torch.randn(x.shape, generator=generator, dtype=dt, device=x.device)
             xp = xp + noise_std[i].to(dt) * z
-        x = model.impose(model.unshifted(xp, c.beta[i + 1]), c, i + 1, generator)
+        x = model.impose(c.hold(i, model.unshifted(xp, c.beta[i + 1]), x), c, i + 1, generator)
     return x
 
 

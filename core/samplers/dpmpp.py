@@ -54,6 +54,6 @@ def sample_dpmpp_2m(
         x0, _ = model.x0_eps(x, c, i)
         d = x0 if x0_prev is None else x0 + k[i].to(dt) * (x0 - x0_prev)
         xp = ratio[i].to(dt) * model.shifted(x, c.beta[i]) + data_coef[i].to(dt) * d
-        x = model.impose(model.unshifted(xp, c.beta[i + 1]), c, i + 1, generator)
+        x = model.impose(c.hold(i, model.unshifted(xp, c.beta[i + 1]), x), c, i + 1, generator)
         x0_prev = x0
     return x

@@ -26,6 +26,7 @@ def _sample_edm(
     gamma_max = min(churn / c.steps, math.sqrt(2) - 1) if churn > 0 else 0.0
     x = model.impose(x, c, 0, generator)
     for i in range(c.steps):
+        x_start = x
         t_cur = c.t[i]
         a_cur, s_cur, b_cur = c.alpha[i], c.sigma[i], c.beta[i]
         coeffs = {}
@@ -55,7 +56,7 @@ def _sample_edm(
             heun = (a_n / a_cur).to(dt) * xp + (a_n * (sig[i + 1] - sig_cur) / 2).to(dt) * (eps + eps_next)
             usable = ~final & (a_cur > 0)  # alpha = 0 (pure noise) has no finite sigma~: keep Euler there
             x_next = torch.where(usable, heun, x_next)
-        x = model.impose(model.unshifted(x_next, c.beta[i + 1]), c, i + 1, generator)
+        x = model.impose(c.hold(i, model.unshifted(x_next, c.beta[i + 1]), x_start), c, i + 1, generator)
     return x
 
 

@@ -50,5 +50,5 @@ def sample_flow_euler(
         final = c.t[i + 1] == 0
         if final.any():
             x_next = torch.where(final, model.unshifted(x0, c.beta[i + 1]), x_next)
-        x = model.impose(x_next, c, i + 1, generator)
+        x = model.impose(c.hold(i, x_next, x), c, i + 1, generator)
     return x

@@ -35,8 +35,8 @@ class KnownValues:
 
     Args:
         values: the known clean values, shaped like the state (entries outside ``mask`` unused).
-        mask: bool, True where known; broadcastable to the state the way times are (a prefix of
-            its shape with size-one dimensions allowed, e.g. ``(B, T, 1)`` for known frames).
+        mask: bool, True where known; broadcastable to the state (ordinary right-aligned
+            broadcasting, e.g. ``(D,)`` for known features, ``(B, T, 1)`` for known frames).
         mode: ``replace`` re-noises the known values to the current noise level after every
             step and writes them into the state (works with any unconditional denoiser;
             RePaint without resampling, Lugmayr et al. 2022). ``clean`` hands the known entries
@@ -106,9 +106,18 @@ class GridCoefficients:
         self.alpha, self.sigma, self.beta = schedule.alpha(t), schedule.sigma(t), schedule.beta(t)
         self.d_alpha, self.d_sigma, self.d_beta = schedule.d_alpha(t), schedule.d_sigma(t), schedule.d_beta(t)
         self.final = bool((grid[-1] == 0).all())
+        # Per-element grids may hold some elements still (e.g. frames already clean); their
+        # update must be the identity whatever the coefficients say (0/0 where sigma = 0).
+        self.moving = self.t[1:] < self.t[:-1]
+        self.all_moving = bool(self.moving.all())
         if sde:
             self.f = schedule.drift_coefficient(t)
             self.g2 = schedule.diffusion_squared(t)
+
+
+    def hold(self, i: int, x_next: Tensor, x: Tensor) -> Tensor:
+        """``x_next`` where the grid moves at step ``i``, ``x`` where it stands still."""
+        return x_next if self.all_moving else torch.where(self.moving[i], x_next, x)
 
 
 def _compact_time(t: Tensor, x: Tensor) -> Tensor:
@@ -174,7 +183,13 @@ class GuidedModel:
                 raise ValueError(
                     f"known values have shape {tuple(known.values.shape)} but the state has {tuple(x.shape)}"
                 )
-            self.known_mask = _align(known.mask.to(x.device)[None], x)[0]
+            try:
+                self.known_mask = torch.broadcast_to(known.mask.to(x.device), x.shape)
+            except RuntimeError:
+                raise ValueError(
+                    f"the known-values mask of shape {tuple(known.mask.shape)} does not broadcast to the "
+                    f"state {tuple(x.shape)}"
+                ) from None
             self.known_values = known.values.to(device=x.device, dtype=x.dtype)
 
     def _call(self, x: Tensor, t: Tensor, cond: Any, index: int) -> Tensor:

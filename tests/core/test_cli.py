@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -156,10 +157,15 @@ def test_fit_with_bundled_config_and_trainer_override(fakewave, tmp_path):
     denoiser = record["model_config"]["init_args"]["denoiser"]
     assert denoiser["class_path"] == "polydiff_fakewave.nets.TinyConvDenoiser"
 
-    checkpoint = pytest.importorskip("polydiff.checkpoint")
-    assert checkpoint.load_checkpoint(ckpt, plugin="fakewave") is not None
-    with pytest.raises(checkpoint.CheckpointError, match="fakewave"):
-        checkpoint.load_checkpoint(ckpt, plugin="other")
+    from polydiff.checkpoint import CheckpointError, load_checkpoint, load_module
+
+    assert load_checkpoint(ckpt, plugin="fakewave")["global_step"] == 5
+    with pytest.raises(CheckpointError, match="fakewave"):
+        load_checkpoint(ckpt, plugin="other")
+    # The recorded config rebuilds the plugin's model without the CLI.
+    module = load_module(ckpt, plugin="fakewave")
+    assert module.plugin_name == "fakewave"
+    assert tuple(module.sample((2, 1, 32), generator=torch.Generator().manual_seed(0)).shape) == (2, 1, 32)
 
 
 def test_config_naming_a_missing_class_exits_2(capsys, fakewave, tmp_path):
@@ -275,3 +281,28 @@ def test_python_dash_m_polydiff(fakewave):
     )
     assert proc.returncode == 0, proc.stderr
     assert "fakewave" in proc.stdout
+
+
+# --- the documented commands ------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _readme_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+
+
+def test_ci_runs_the_readme_test_command():
+    setup_lines = _readme_blocks("bash")[0].strip().splitlines()
+    assert len(setup_lines) == 2 and setup_lines[0].endswith("polydiff quickstart")
+    test_command = setup_lines[1]
+    ci = (REPO / ".ci" / "run").read_text()
+    assert any(line.startswith(test_command + " ") for line in ci.splitlines())
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    (example,) = [block for block in _readme_blocks("python") if "trainer.fit" in block]
+    assert "max_steps=500" in example
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(example.replace("max_steps=500", "max_steps=5"), "README.md", "exec"), namespace)
+    assert tuple(namespace["points"].shape) == (1000, 2)

@@ -23,6 +23,16 @@ from polydiff.discrete import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Hundreds of steps on small tensors: extra threads only add synchronisation, which a busy
+    machine turns into minutes (measured: 24 s with one thread, 136 s with two on a loaded box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class ExactDenoiser(nn.Module):
     """Exact ``p(x0_d | x_t)`` for one joint table per label; label -1 or ``cond=None`` is the
     unconditional model, whose table is the mean of the labelled ones.
@@ -69,11 +79,10 @@ def total_variation(samples: torch.Tensor, table: torch.Tensor) -> float:
     return 0.5 * (freq - table.reshape(-1).double()).abs().sum().item()
 
 
-def sample_table(schedule, tables, n, steps, seed=0, **kwargs):
-    denoiser = kwargs.pop("denoiser", None) or ExactDenoiser(schedule, tables)
+def sample_table(schedule, tables, n, steps, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = schedule.prior_sample((n, tables.ndim - 1), generator=g)
-    return sample_categorical(denoiser, schedule, x, grid(steps), generator=g, **kwargs)
+    return sample_categorical(ExactDenoiser(schedule, tables), schedule, x, grid(steps), generator=g)
 
 
 # One variable, K = 4, class 1 impossible in the data; the marginal limit never produces class 3,
@@ -108,12 +117,13 @@ def test_one_variable_is_sampled_exactly_in_five_steps(name):
 @pytest.mark.parametrize("name", list(SCHEDULES_2D))
 def test_two_variables_error_falls_with_the_number_of_steps(name):
     """Positions are drawn independently given x_t, so correlation is lost when both change in
-    the same step; the error shrinks as steps get finer (exact laws: ~0.35, ~0.07, ~0.005).
-    Sampling noise of 10k draws is about 0.01 in TV."""
+    the same step; the error shrinks as steps get finer. The sampler's exact laws (enumerated)
+    are 0.28-0.39, 0.06-0.07 and 0.006 away from the table; sampling noise of 10k draws is ~0.01."""
     schedule, table = SCHEDULES_2D[name]
     errors = {n: total_variation(sample_table(schedule, table[None], 10_000, n), table) for n in (2, 10, 100)}
     assert errors[2] > 0.2, errors  # the test can tell a coarse sampler from a fine one
-    assert errors[2] > errors[10] + 0.1 > errors[100] + 0.1, errors
+    assert errors[2] > errors[10] + 0.1, errors
+    assert errors[10] > errors[100] + 0.03, errors
     assert errors[100] < 0.03, errors
 
 
@@ -155,6 +165,23 @@ def test_guidance_combines_log_probabilities():
     for label in (0, 1):
         expected = TABLES_COND[label] ** 2 / TABLE_UNCOND
         assert total_variation(samples[LABELS == label], expected / expected.sum()) < 0.025
+
+
+def test_guidance_acts_on_the_reverse_step():
+    """Mid-way, the guided step is q_u^(1-w) q_c^w of the two posteriors p(x_s | x_t) (Graph DiT).
+    Guiding the clean-class prediction instead would give [0.30, 0.09, 0.61] here, 0.26 away."""
+    schedule, w, t, s = UniformTransitions(3), 3.0, 0.6, 0.5
+    denoiser = ExactDenoiserWithDropCond(schedule, TABLES_COND)
+    x_t = torch.full((20_000, 1), 2)
+    cond = torch.zeros(20_000, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    grid_ts = torch.tensor([t, s])
+    samples = sample_categorical(denoiser, schedule, x_t, grid_ts, cond=cond, guidance=w, generator=g)
+    one = (x_t[:1], torch.tensor([t]))
+    q_c = schedule.posterior_probs(x_t[:1], denoiser(*one, cond[:1]), t, s)[0, 0]
+    q_u = schedule.posterior_probs(x_t[:1], denoiser(*one, None), t, s)[0, 0]
+    expected = q_u ** (1 - w) * q_c**w
+    assert total_variation(samples, expected / expected.sum()) < 0.02
 
 
 # --- reproducibility -------------------------------------------------------------------------------
@@ -240,7 +267,7 @@ def test_callback_sees_every_step_and_may_replace_the_prediction():
 
     x = schedule.prior_sample((64, 2), generator=torch.Generator().manual_seed(0))
     denoiser = ExactDenoiser(schedule, TABLE_2D[None])
-    out = sample_categorical(denoiser, schedule, x, grid(4), generator=torch.Generator(), callback=force_class_two)
+    out = sample_categorical(denoiser, schedule, x, grid(4), callback=force_class_two)
     assert (out == 2).all()
     assert [s.index for s in steps] == [0, 1, 2, 3]
     assert [s.t for s in steps] == pytest.approx([1.0, 0.75, 0.5, 0.25])
