@@ -79,16 +79,17 @@ class EDMPrecond(Denoiser):
     Args:
         net: the raw network ``F``.
         schedule: the schedule the model is trained with (must not be a bridge).
-        sigma_data: standard deviation of the data.
+        sigma_data: standard deviation of the data; by default the schedule's own
+            ``sigma_data`` where it has one (:class:`~polydiff.schedules.EDM`), else 0.5.
     """
 
-    def __init__(self, net: nn.Module, schedule: Schedule, sigma_data: float = 0.5):
+    def __init__(self, net: nn.Module, schedule: Schedule, sigma_data: float | None = None):
         super().__init__(prediction="x0")
         if schedule.has_bridge:
             raise ValueError("EDMPrecond needs a schedule without a conditioning drift (not a bridge)")
         self.net = net
         self.schedule = schedule
-        self.sigma_data = sigma_data
+        self.sigma_data = float(sigma_data if sigma_data is not None else getattr(schedule, "sigma_data", 0.5))
 
     def forward(self, x: Tensor, t: Tensor, cond: Any = None) -> Tensor:
         tt = time_like(t, x)

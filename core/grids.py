@@ -103,7 +103,11 @@ def make_grid(
 
 
 def check_grid(grid: Tensor | list[float]) -> Tensor:
-    """Validate an explicit grid: at least two points, in [0, 1], strictly decreasing along dim 0."""
+    """Validate an explicit grid: at least two points in [0, 1], non-increasing along dim 0.
+
+    Every element must move at least once; a per-element grid may hold an element still for
+    some steps (samplers leave it unchanged there).
+    """
     grid = torch.as_tensor(grid, dtype=torch.float64)
     if grid.ndim == 0 or grid.shape[0] < 2:
         raise ValueError(f"a time grid needs at least two points, got shape {tuple(grid.shape)}")
