@@ -27,7 +27,6 @@ def _sample_edm(
     x = model.impose(x, c, 0, generator)
     for i in range(c.steps):
         x_start = x
-        t_cur = c.t[i]
         a_cur, s_cur, b_cur = c.alpha[i], c.sigma[i], c.beta[i]
         coeffs = {}
         if gamma_max > 0:
@@ -40,7 +39,7 @@ def _sample_edm(
             xp = model.shifted(x, b_cur)
             xp = (a_hat / a_cur).to(dt) * xp + (a_hat * (sig_hat**2 - sig[i] ** 2).clamp_min(0).sqrt() * s_noise).to(dt) * z
             x = model.unshifted(xp, b_hat)
-            t_cur, a_cur, s_cur, b_cur = t_hat, a_hat, s_hat, b_hat
+            a_cur, s_cur, b_cur = a_hat, s_hat, b_hat
             coeffs = dict(t=t_hat, alpha=a_hat, sigma=s_hat, beta=b_hat, d_alpha=schedule.d_alpha(t_hat),
                           d_sigma=schedule.d_sigma(t_hat), d_beta=schedule.d_beta(t_hat))
         x0, eps = model.x0_eps(x, c, i, **coeffs)

@@ -15,14 +15,6 @@ from polydiff.denoiser import Denoiser
 from polydiff.module import DiffusionModule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: intra-op threads only add contention when tests run beside other work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 CONFIG = {
     "class_path": "polydiff.module.DiffusionModule",

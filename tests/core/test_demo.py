@@ -11,14 +11,6 @@ import torch
 from polydiff.demo import MixtureDataModule, MixtureMetrics, MLPDenoiser, ring_mixture, run_demo
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: intra-op threads only add contention when tests run beside other work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_ring_mixture_geometry():
     mix = ring_mixture()

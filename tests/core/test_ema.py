@@ -9,14 +9,6 @@ from torch import nn
 from polydiff.ema import EMA
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: intra-op threads only add contention when tests run beside other work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _scalar_module(value: float) -> nn.Module:
     m = nn.Linear(1, 1, bias=False)

@@ -16,14 +16,6 @@ from polydiff.module import DiffusionModule, SampleMetrics
 from polydiff.schedules import EDM, RectifiedFlow, VPCosine, VPLinear
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny networks: intra-op threads only add contention when tests run beside other work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class Recorder(Denoiser):
     """Wraps a network and records what it was called with."""

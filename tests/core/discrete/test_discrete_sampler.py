@@ -23,16 +23,6 @@ from polydiff.discrete import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Hundreds of steps on small tensors: extra threads only add synchronisation, which a busy
-    machine turns into minutes (measured: 24 s with one thread, 136 s with two on a loaded box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class ExactDenoiser(nn.Module):
     """Exact ``p(x0_d | x_t)`` for one joint table per label; label -1 or ``cond=None`` is the
     unconditional model, whose table is the mean of the labelled ones.
