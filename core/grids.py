@@ -19,10 +19,13 @@ from torch import Tensor
 
 from polydiff.schedules import EDM, Schedule
 
-GridName = Literal["auto", "uniform", "karras", "logsnr"]
+GridName = Literal["auto", "uniform", "karras", "logsnr", "trailing", "leading"]
 GRIDS: tuple[str, ...] = get_args(GridName)
 
-__all__ = ["GridName", "GRIDS", "uniform_grid", "karras_grid", "logsnr_grid", "make_grid", "check_grid"]
+__all__ = [
+    "GridName", "GRIDS", "uniform_grid", "karras_grid", "logsnr_grid", "trailing_grid", "leading_grid", "make_grid",
+    "check_grid",
+]
 
 # log-SNR is clipped to this range so that schedules reaching pure noise (rectified flow at t = 1)
 # still give finite grid end points.
@@ -43,6 +46,28 @@ def uniform_grid(schedule: Schedule, steps: int) -> Tensor:
     """``steps`` times evenly spaced from ``t_max`` to ``t_min``, then 0 (DDPM/DDIM's spacing)."""
     _check_steps(steps)
     return _finish(torch.linspace(schedule.t_max, schedule.t_min, steps, dtype=torch.float64))
+
+
+def trailing_grid(schedule: Schedule, steps: int) -> Tensor:
+    """``steps + 1`` times evenly spaced from ``t_max`` to 0 (diffusers' "trailing" spacing).
+
+    Unlike :func:`uniform_grid` no evaluation is spent at ``t_min``: the last step goes to t = 0
+    from ``t_max / steps`` (Lin et al. 2024 recommend this spacing).
+    """
+    _check_steps(steps)
+    return torch.linspace(schedule.t_max, 0.0, steps + 1, dtype=torch.float64)
+
+
+def leading_grid(schedule: Schedule, steps: int) -> Tensor:
+    """``t_min + i t_max / steps`` for ``i = steps-1 .. 0``, then 0 (diffusers' "leading" spacing).
+
+    It reproduces the DDPM/DDIM "leading" timesteps of a discrete schedule exactly and, like
+    them, never visits the highest noise levels (Lin et al. 2024 show the bias this causes); it
+    is here so results from those samplers can be reproduced and compared.
+    """
+    _check_steps(steps)
+    i = torch.arange(steps - 1, -1, -1, dtype=torch.float64)
+    return _finish(schedule.t_min + i * (schedule.t_max / steps))
 
 
 def karras_grid(schedule: Schedule, steps: int, rho: float = 7.0) -> Tensor:
@@ -97,6 +122,10 @@ def make_grid(
         grid = "karras" if isinstance(schedule, EDM) else "logsnr"
     if grid == "uniform":
         return uniform_grid(schedule, steps)
+    if grid == "trailing":
+        return trailing_grid(schedule, steps)
+    if grid == "leading":
+        return leading_grid(schedule, steps)
     if grid == "karras":
         return karras_grid(schedule, steps, rho if rho is not None else getattr(schedule, "rho", 7.0))
     return logsnr_grid(schedule, steps)

@@ -309,7 +309,8 @@ class DiffusionModule(pl.LightningModule):
         space = self._space()
         pred = convert(prediction, self.native_prediction, space, x_t, t, self.schedule, y)
         target = from_x0_eps(x0, noise, space, x_t, t, self.schedule, y)
-        err = (pred - target).square()
+        diff = pred - target
+        err = diff.abs().square() if diff.is_complex() else diff.square()  # |.|^2 for complex states
         weighted = err * self.loss_weight(t, x0).to(err.dtype)
         if mask is None:
             return weighted.mean()
@@ -434,7 +435,8 @@ class DiffusionModule(pl.LightningModule):
             x = shape_or_x.to(self.device)
         else:
             x = self.schedule.prior(
-                tuple(shape_or_x), y=y, generator=generator, dtype=self.dtype, device=self.device
+                tuple(shape_or_x), y=y, generator=generator, dtype=None if y is not None else self.dtype,
+                device=self.device
             )
         was_training = self.training
         self.eval()

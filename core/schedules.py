@@ -31,6 +31,12 @@ def _f64(t: Tensor | float) -> Tensor:
     return torch.as_tensor(t, dtype=torch.float64)
 
 
+def _prior_dtype(dtype, device, y):
+    if y is not None:
+        return (dtype or y.dtype), (device if device is not None else y.device)
+    return (dtype or torch.float32), device
+
+
 class Schedule:
     """Base class of the Gaussian forward processes.
 
@@ -139,10 +145,15 @@ class Schedule:
         *,
         y: Tensor | None = None,
         generator: torch.Generator | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         device=None,
     ) -> Tensor:
-        """A sample of ``x`` at ``t_max`` (the data term ``alpha(t_max) x0`` is neglected)."""
+        """A sample of ``x`` at ``t_max`` (the data term ``alpha(t_max) x0`` is neglected).
+
+        ``dtype`` defaults to ``y``'s when given (complex ``y`` gives complex noise with half the
+        variance in each part), else float32.
+        """
+        dtype, device = _prior_dtype(dtype, device, y)
         t = _f64(self.t_max)
         noise = torch.randn(shape, generator=generator, dtype=dtype, device=device)
         x = float(self.sigma(t)) * noise
@@ -414,8 +425,9 @@ class OUVEBridge(Schedule):
         d_var = c * (2 * lr * torch.exp(2 * lr * t) + 2 * self.gamma * torch.exp(-2 * self.gamma * t))
         return d_var / (2 * self.sigma(t))
 
-    def prior(self, shape, *, y=None, generator=None, dtype=torch.float32, device=None):
+    def prior(self, shape, *, y=None, generator=None, dtype=None, device=None):
         if y is None:
             raise ValueError("OUVEBridge starts from the conditioning signal: pass y")
+        dtype, device = _prior_dtype(dtype, device, y)
         noise = torch.randn(shape, generator=generator, dtype=dtype, device=device)
         return y + float(self.sigma(_f64(self.t_max))) * noise

@@ -126,7 +126,7 @@ def _compact_time(t: Tensor, x: Tensor) -> Tensor:
     while keep > 1 and t.shape[keep - 1] == 1:
         keep -= 1
     t = t.reshape(t.shape[:keep])
-    return t.expand(*x.shape[:keep]).to(x.dtype)
+    return t.expand(*x.shape[:keep]).to(x.real.dtype)  # real times for complex states too
 
 
 class GuidedModel:

@@ -117,7 +117,7 @@ def test_rectified_flow_grids_are_finite_in_log_snr():
     for name in GRIDS:
         grid = make_grid(name, schedule, 12)
         assert torch.isfinite(grid).all(), name
-        if name != "uniform":  # uniform starts exactly at pure noise, t = 1
+        if name not in ("uniform", "trailing"):  # these start exactly at pure noise, t = 1
             assert torch.isfinite(schedule.log_snr(grid[:-1])).all(), name
 
 
@@ -186,3 +186,17 @@ def test_per_element_grids_must_move_every_element():
     grid = torch.tensor([[1.0, 0.7], [0.5, 0.7], [0.0, 0.7]])
     with pytest.raises(ValueError, match="decrease"):
         check_grid(grid)
+
+
+def test_trailing_grid_is_even_from_t_max_to_zero(schedule):
+    grid = make_grid("trailing", schedule, 5)
+    torch.testing.assert_close(grid, torch.linspace(schedule.t_max, 0, 6, dtype=torch.float64))
+
+
+def test_leading_grid_reproduces_discrete_leading_timesteps():
+    """DDIM's "leading" spacing for 1000 training steps and 5 sampling steps: k = 800, 600, ..., 0."""
+    schedule = VPLinear()
+    grid = make_grid("leading", schedule, 5)
+    expected = torch.tensor([801, 601, 401, 201, 1], dtype=torch.float64) / 1000
+    torch.testing.assert_close(grid[:-1], expected, rtol=0, atol=1e-12)
+    assert grid[-1] == 0
