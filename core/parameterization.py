@@ -66,8 +66,10 @@ def _remove_bridge(schedule: Schedule, x: Tensor, c: dict[str, Tensor], y: Tenso
     return x - c["b"].to(x.dtype) * y
 
 
-def safe_div(num: Tensor, den: Tensor) -> Tensor:
+def safe_div(num: Tensor, den: Tensor | float) -> Tensor:
     """``num / den`` with zero wherever ``den`` is zero."""
+    if not isinstance(den, Tensor):
+        return num / den if den != 0 else torch.zeros_like(num)
     zero = den == 0
     return torch.where(zero, torch.zeros_like(num), num / torch.where(zero, torch.ones_like(den), den))
 
@@ -88,8 +90,8 @@ def solve_x0_eps(
     ``x_shifted`` is ``x - beta y``; the derivatives are needed only for ``flow``, and ``d_beta``
     with ``y`` only for a bridge's flow. Coefficients must broadcast against ``x_shifted``.
     """
-    dt = x_shifted.dtype
-    a, s = alpha.to(dt), sigma.to(dt)
+    real = x_shifted.real.dtype
+    a, s = (v.to(real) if isinstance(v, Tensor) else v for v in (alpha, sigma))
     if kind == "x0":
         return prediction, safe_div(x_shifted - a * prediction, s)
     if kind in ("eps", "score"):
@@ -102,8 +104,8 @@ def solve_x0_eps(
     if kind != "flow":
         check_prediction(kind)
     # flow: u - beta' y = alpha' x0 + sigma' eps; solve it together with x' = alpha x0 + sigma eps.
-    u = prediction - d_beta.to(dt) * y if y is not None and d_beta is not None else prediction
-    da, ds = d_alpha.to(dt), d_sigma.to(dt)
+    da, ds, db = (v.to(real) if isinstance(v, Tensor) else v for v in (d_alpha, d_sigma, d_beta))
+    u = prediction - db * y if y is not None and d_beta is not None else prediction
     det = a * ds - s * da
     return (ds * x_shifted - s * u) / det, (a * u - da * x_shifted) / det
 

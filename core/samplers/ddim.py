@@ -48,16 +48,17 @@ def sample_ddim(
     var = (s[1:] ** 2 / s[:-1] ** 2) * (s[:-1] ** 2 - (a[:-1] * s[1:] / a[1:].clamp_min(1e-300)) ** 2).clamp_min(0)
     var = torch.where(a[:-1] == 0, s[1:] ** 2, var)
     noise_std = eta * var.clamp_min(0).sqrt()
-    eps_coef = (s[1:] ** 2 - noise_std**2).clamp_min(0).sqrt()
+    eps_coef = c.cast((s[1:] ** 2 - noise_std**2).clamp_min(0).sqrt())
+    noise_std, a_next = c.cast(noise_std), c.xa[1:]
     dt = x.dtype
     x = model.impose(x, c, 0, generator)
     for i in range(c.steps):
         x0, eps = model.x0_eps(x, c, i)
-        xp = a[i + 1].to(dt) * x0 + eps_coef[i].to(dt) * eps
+        xp = a_next[i] * x0 + eps_coef[i] * eps
         if eta > 0:
             z = torch.randn(x.shape, generator=generator, dtype=dt, device=x.device)
-            xp = xp + noise_std[i].to(dt) * z
-        x = model.impose(c.hold(i, model.unshifted(xp, c.beta[i + 1]), x), c, i + 1, generator)
+            xp = xp + noise_std[i] * z
+        x = model.impose(c.hold(i, model.unshifted(xp, c.xb[i + 1]), x), c, i + 1, generator)
     return x
 
 

@@ -47,13 +47,13 @@ def sample_dpmpp_2m(
     k = torch.zeros_like(h)
     k[1:] = h[1:] / (2 * h[:-1])
     k = torch.where(torch.isfinite(k) & (s[1:] > 0), k, torch.zeros_like(k))
-    dt = x.dtype
+    ratio, data_coef, k = c.cast(ratio), c.cast(data_coef), c.cast(k)
     x = model.impose(x, c, 0, generator)
     x0_prev = None
     for i in range(c.steps):
         x0, _ = model.x0_eps(x, c, i)
-        d = x0 if x0_prev is None else x0 + k[i].to(dt) * (x0 - x0_prev)
-        xp = ratio[i].to(dt) * model.shifted(x, c.beta[i]) + data_coef[i].to(dt) * d
-        x = model.impose(c.hold(i, model.unshifted(xp, c.beta[i + 1]), x), c, i + 1, generator)
+        d = x0 if x0_prev is None else x0 + k[i] * (x0 - x0_prev)
+        xp = ratio[i] * model.shifted(x, c.xb[i]) + data_coef[i] * d
+        x = model.impose(c.hold(i, model.unshifted(xp, c.xb[i + 1]), x), c, i + 1, generator)
         x0_prev = x0
     return x

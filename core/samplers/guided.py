@@ -110,9 +110,23 @@ class GridCoefficients:
         # update must be the identity whatever the coefficients say (0/0 where sigma = 0).
         self.moving = self.t[1:] < self.t[:-1]
         self.all_moving = bool(self.moving.all())
+        # Per-step values in the form the state's arithmetic wants: Python floats for a shared
+        # grid (no tensor op per coefficient per step), real tensors of the state's precision
+        # for a per-element grid.
+        self.shared = grid.ndim == 1
+        self._real = x.real.dtype
+        self.xt = self.cast(self.t)
+        self.xa, self.xs, self.xb = self.cast(self.alpha), self.cast(self.sigma), self.cast(self.beta)
+        self.xda, self.xds, self.xdb = self.cast(self.d_alpha), self.cast(self.d_sigma), self.cast(self.d_beta)
+        batch = x.shape[0]
+        self.t_in = [torch.full((batch,), v, dtype=self._real, device=x.device) for v in self.xt] if self.shared else None
         if sde:
             self.f = schedule.drift_coefficient(t)
             self.g2 = schedule.diffusion_squared(t)
+
+    def cast(self, values: Tensor) -> list[float] | Tensor:
+        """Per-grid-point coefficients (float64, aligned) made ready to multiply the state."""
+        return values.flatten().tolist() if self.shared else values.to(self._real)
 
 
     def hold(self, i: int, x_next: Tensor, x: Tensor) -> Tensor:
@@ -197,7 +211,9 @@ class GuidedModel:
         if not isinstance(out, Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(f"the denoiser returned {got} for a state of shape {tuple(x.shape)}")
-        if not torch.isfinite(out).all():
+        # One reduction is enough to notice NaN or infinity (they propagate through a sum); an
+        # overflowing sum of finite values is told apart by the full check.
+        if not torch.isfinite(out.sum()) and not torch.isfinite(out).all():
             raise NonFiniteError(
                 f"the denoiser returned NaN or infinity at step {index} (t={float(t.flatten()[0]):.4g}); "
                 "check its inputs, weights and the schedule's range"
@@ -212,24 +228,32 @@ class GuidedModel:
         When ``t`` is given, the schedule's coefficients at ``t`` must be given too (aligned
         like the grid's entries). Returns float tensors shaped like ``x``.
         """
-        if t is None:
-            t, alpha, sigma, beta = c.t[i], c.alpha[i], c.sigma[i], c.beta[i]
-            d_alpha, d_sigma, d_beta = c.d_alpha[i], c.d_sigma[i], c.d_beta[i]
-        dt = x.dtype
-        x_in = x
         mask = self.known_mask if self.known is not None and self.known.mode == "clean" else None
+        t_in = None
+        if t is None:
+            if c.shared and mask is None:
+                t_in = c.t_in[i]
+                alpha, sigma, beta = c.xa[i], c.xs[i], c.xb[i]
+                d_alpha, d_sigma, d_beta = c.xda[i], c.xds[i], c.xdb[i]
+            else:
+                t, alpha, sigma, beta = c.t[i], c.alpha[i], c.sigma[i], c.beta[i]
+                d_alpha, d_sigma, d_beta = c.d_alpha[i], c.d_sigma[i], c.d_beta[i]
+        x_in = x
         if mask is not None:
             x_in = torch.where(mask, self.known_values, x)
             zero = torch.zeros((), dtype=t.dtype, device=t.device)
             t, alpha, sigma, beta = (torch.where(mask, v, w) for v, w in
                                      ((zero, t), (zero + 1, alpha), (zero, sigma), (zero, beta)))
-        t_in = _compact_time(t, x)
+        if t_in is None:
+            t_in = _compact_time(t, x)
+            real = x.real.dtype
+            alpha, sigma, beta = alpha.to(real), sigma.to(real), beta.to(real)
         out = self._call(x_in, t_in, self.cond, i)
         if self.uncond is not None:
             out_u = self._call(x_in, t_in, self.uncond, i)
             out = out_u + self.guidance * (out - out_u)
-        a, s = alpha.to(dt), sigma.to(dt)
-        xp = x_in - beta.to(dt) * self.y if self.schedule.has_bridge else x_in
+        a, s = alpha, sigma
+        xp = x_in - beta * self.y if self.schedule.has_bridge else x_in
         x0, eps = solve_x0_eps(out, self.kind, xp, a, s, d_alpha, d_sigma, d_beta,
                                self.y if self.schedule.has_bridge else None)
         if mask is not None:
@@ -248,15 +272,18 @@ class GuidedModel:
         if self.known.mode == "clean":
             return torch.where(self.known_mask, self.known_values, x) if i == c.steps else x
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        dt = x.dtype
-        value = c.alpha[i].to(dt) * self.known_values + c.sigma[i].to(dt) * noise
+        value = c.xa[i] * self.known_values + c.xs[i] * noise
         if self.schedule.has_bridge:
-            value = value + c.beta[i].to(dt) * self.y
+            value = value + c.xb[i] * self.y
         return torch.where(self.known_mask, value, x)
 
-    def shifted(self, x: Tensor, beta: Tensor) -> Tensor:
+    def shifted(self, x: Tensor, beta: Tensor | float) -> Tensor:
         """``x - beta y`` for bridges, ``x`` otherwise."""
-        return x - beta.to(x.dtype) * self.y if self.schedule.has_bridge else x
+        if not self.schedule.has_bridge:
+            return x
+        return x - (beta.to(x.real.dtype) if isinstance(beta, Tensor) else beta) * self.y
 
-    def unshifted(self, xp: Tensor, beta: Tensor) -> Tensor:
-        return xp + beta.to(xp.dtype) * self.y if self.schedule.has_bridge else xp
+    def unshifted(self, xp: Tensor, beta: Tensor | float) -> Tensor:
+        if not self.schedule.has_bridge:
+            return xp
+        return xp + (beta.to(xp.real.dtype) if isinstance(beta, Tensor) else beta) * self.y

@@ -283,7 +283,7 @@ def test_callback_sees_every_step_and_can_replace_the_estimate():
     assert torch.equal(out, torch.zeros(16, 2))
 
 
-@pytest.mark.parametrize("name", ["ddim", "pc", "dpmpp_2m", "heun"])
+@pytest.mark.parametrize("name", ["ddim", "pc", "pc_euler_maruyama", "dpmpp_2m", "heun"])
 def test_bridge_schedule_samples_the_data_from_the_bridge_state(name):
     """OU-VE bridge: start from the exact x_1 = alpha x0 + beta y + sigma eps and recover x0's law."""
     schedule = OUVEBridge()
@@ -292,7 +292,9 @@ def test_bridge_schedule_samples_the_data_from_the_bridge_state(name):
     x0 = MIX.sample(N, generator=g).float()
     x1 = schedule.corrupt(x0, torch.ones(N), torch.randn(N, 2, generator=g), y)
     denoiser = ExactMixtureDenoiser(MIX, schedule)
-    options = {"snr": 0.16} if name == "pc" else {}
+    options = {"snr": 0.16} if name.startswith("pc") else {}
+    if name == "pc_euler_maruyama":  # SGMSE+'s own reverse-diffusion predictor
+        name, options["predictor"] = "pc", "euler_maruyama"
     out = sample(denoiser, schedule, x1, sampler=name, steps=_steps_for(name, 120), cond=y, y=y, generator=g,
                  **options)
     _check_matches_mixture(out, MIX)
