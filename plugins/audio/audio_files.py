@@ -179,12 +179,16 @@ def write_audio(
     if data.ndim == 1:
         data = data[None]
     if data.ndim != 2 or data.shape[-1] == 0:
-        raise ValueError(f"{path}: expected a non-empty (channels, samples) signal, got shape {tuple(data.shape)}")
+        raise ValueError(
+            f"{path}: expected a non-empty (channels, samples) signal, got shape {tuple(data.shape)}"
+        )
     if not np.isfinite(data).all():
         raise ValueError(f"{path}: refusing to write a signal holding NaN or infinite values")
     file_format = _FORMAT_OF_EXTENSION.get(path.suffix.lower()) or path.suffix.lstrip(".").upper()
     if file_format not in sf.available_formats():
-        raise ValueError(f"{path}: unknown audio format {path.suffix!r}; use one of {', '.join(AUDIO_EXTENSIONS)}")
+        raise ValueError(
+            f"{path}: unknown audio format {path.suffix!r}; use one of {', '.join(AUDIO_EXTENSIONS)}"
+        )
     if subtype is not None and not sf.check_format(file_format, subtype):
         subtype = None
     data = data.astype(np.float32 if data.dtype != np.float64 else np.float64)
@@ -198,7 +202,9 @@ def write_audio(
     try:
         handle = open(path, "wb" if overwrite else "xb")  # noqa: SIM115 - closed below, removed on failure
     except FileExistsError:
-        raise FileExistsError(f"{path}: refusing to overwrite an existing file (pass overwrite=True)") from None
+        raise FileExistsError(
+            f"{path}: refusing to overwrite an existing file (pass overwrite=True)"
+        ) from None
     try:
         with handle:
             sf.write(handle, data.T, int(rate), subtype=subtype, format=file_format)

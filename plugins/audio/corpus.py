@@ -40,19 +40,19 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 __all__ = [
-    "CorpusSize",
     "RATE",
+    "RT60_RANGE_S",
     "SIZES",
     "SNR_RANGE_DB",
-    "RT60_RANGE_S",
     "TASKS",
+    "CorpusSize",
     "Speaker",
     "active_speech_level",
     "available_engines",
@@ -119,13 +119,13 @@ class CorpusSize:
 
 
 SIZES: dict[str, CorpusSize] = {
-    # About a minute on two cores: 184 utterances (~9 minutes of speech) per task.
+    # About 20 s on two cores: 184 utterances (~9 minutes of speech) per task, 26 real recordings.
     "default": CorpusSize(
         speakers={"train": 15, "valid": 3, "test": 5},
         utterances_per_speaker=8,
         rooms={"train": 10, "valid": 2, "test": 3},
     ),
-    # A few seconds, for tests: every engine, noise kind and split still appears. Test needs 4
+    # A few seconds, for tests: every split, task and noise kind still appears. Test needs 4
     # speakers so that babble has 3 other test talkers.
     "small": CorpusSize(
         speakers={"train": 4, "valid": 2, "test": 4},
@@ -142,40 +142,44 @@ _MEAN_UTTERANCE_SECONDS = 2.8  # measured on the default build; used to turn ``h
 # ---------------------------------------------------------------------------------------------
 # Sentences
 # ---------------------------------------------------------------------------------------------
-_NAMES = (
-    "Anna", "Brian", "Chloe", "David", "Elena", "Farid", "Grace", "Henry", "Isla", "Jonah",
-    "Keiko", "Liam", "Maya", "Nadia", "Oscar", "Priya", "Quentin", "Rosa", "Samuel", "Tara",
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(word.strip() for word in text.split(","))
+
+
+_NAMES = _words(
+    "Anna, Brian, Chloe, David, Elena, Farid, Grace, Henry, Isla, Jonah, Keiko, Liam, Maya, Nadia, "
+    "Oscar, Priya, Quentin, Rosa, Samuel, Tara"
 )
-_ADJECTIVES = (
-    "old", "yellow", "heavy", "quiet", "broken", "shiny", "tiny", "wooden", "careful", "bright",
-    "empty", "warm", "narrow", "strange", "gentle", "noisy", "rusty", "clever", "pale", "crowded",
+_ADJECTIVES = _words(
+    "old, yellow, heavy, quiet, broken, shiny, tiny, wooden, careful, bright, empty, warm, narrow, "
+    "strange, gentle, noisy, rusty, clever, pale, crowded"
 )
-_NOUNS = (
-    ("kettle", "kettles"), ("bicycle", "bicycles"), ("letter", "letters"), ("garden", "gardens"),
-    ("window", "windows"), ("basket", "baskets"), ("engine", "engines"), ("lantern", "lanterns"),
-    ("blanket", "blankets"), ("ladder", "ladders"), ("mirror", "mirrors"), ("suitcase", "suitcases"),
-    ("violin", "violins"), ("teacup", "teacups"), ("notebook", "notebooks"), ("bridge", "bridges"),
-    ("parcel", "parcels"), ("compass", "compasses"), ("candle", "candles"), ("umbrella", "umbrellas"),
+_NOUNS = tuple(
+    (noun, noun + ("es" if noun.endswith("s") else "s"))
+    for noun in _words(
+        "kettle, bicycle, letter, garden, window, basket, engine, lantern, blanket, ladder, mirror, "
+        "suitcase, violin, teacup, notebook, bridge, parcel, compass, candle, umbrella"
+    )
 )
-_PLACES = (
-    "station", "harbour", "library", "kitchen", "market", "hallway", "village square", "bakery",
-    "museum", "orchard", "cellar", "bus stop", "workshop", "riverbank", "school yard", "attic",
+_PLACES = _words(
+    "station, harbour, library, kitchen, market, hallway, village square, bakery, museum, orchard, "
+    "cellar, bus stop, workshop, riverbank, school yard, attic"
 )
-_TIMES = (
-    "this morning", "last night", "before lunch", "on Tuesday", "after the storm", "at noon",
-    "every Sunday", "in the spring", "around midnight", "later today", "two days ago", "at dawn",
+_TIMES = _words(
+    "this morning, last night, before lunch, on Tuesday, after the storm, at noon, every Sunday, "
+    "in the spring, around midnight, later today, two days ago, at dawn"
 )
-_TRANSITIVE = (
-    ("found", "find"), ("painted", "paint"), ("carried", "carry"), ("fixed", "fix"),
-    ("dropped", "drop"), ("borrowed", "borrow"), ("cleaned", "clean"), ("sold", "sell"),
-    ("wrapped", "wrap"), ("measured", "measure"), ("opened", "open"), ("hid", "hide"),
+_TRANSITIVE = tuple(
+    tuple(pair.split("/"))
+    for pair in _words(
+        "found/find, painted/paint, carried/carry, fixed/fix, dropped/drop, borrowed/borrow, "
+        "cleaned/clean, sold/sell, wrapped/wrap, measured/measure, opened/open, hid/hide"
+    )
 )
-_INTRANSITIVE = (
-    "waited", "rattled", "vanished", "glowed", "tumbled", "stayed", "drifted", "shivered",
-)
-_COMPARATIVES = (
-    "older", "heavier", "quieter", "shinier", "smaller", "brighter", "warmer", "narrower",
-    "stranger", "gentler", "noisier", "cleaner",
+_INTRANSITIVE = _words("waited, rattled, vanished, glowed, tumbled, stayed, drifted, shivered")
+_COMPARATIVES = _words(
+    "older, heavier, quieter, shinier, smaller, brighter, warmer, narrower, stranger, gentler, "
+    "noisier, cleaner"
 )
 _WEATHER = ("wind", "rain", "fog", "heat", "snow", "thunder", "frost", "dust")
 _ADVERBS = ("quickly", "slowly", "twice", "carefully", "again", "quietly", "at once", "by mistake")
@@ -195,26 +199,40 @@ def _with_article(word: str) -> str:
 
 
 _TEMPLATES: tuple[_Template, ...] = (
-    lambda r: f"The {_pick(r, _ADJECTIVES)} {_pick(r, _NOUNS)[0]} {_pick(r, _INTRANSITIVE)} "
-    f"near the {_pick(r, _PLACES)} {_pick(r, _TIMES)}.",
-    lambda r: f"{_pick(r, _NAMES)} {_pick(r, _TRANSITIVE)[0]} the {_pick(r, _ADJECTIVES)} "
-    f"{_pick(r, _NOUNS)[0]} {_pick(r, _TIMES)}.",
+    lambda r: (
+        f"The {_pick(r, _ADJECTIVES)} {_pick(r, _NOUNS)[0]} {_pick(r, _INTRANSITIVE)} "
+        f"near the {_pick(r, _PLACES)} {_pick(r, _TIMES)}."
+    ),
+    lambda r: (
+        f"{_pick(r, _NAMES)} {_pick(r, _TRANSITIVE)[0]} the {_pick(r, _ADJECTIVES)} "
+        f"{_pick(r, _NOUNS)[0]} {_pick(r, _TIMES)}."
+    ),
     lambda r: f"Please {_pick(r, _TRANSITIVE)[1]} the {_pick(r, _NOUNS)[0]} at the {_pick(r, _PLACES)}.",
-    lambda r: f"Did {_pick(r, _NAMES)} {_pick(r, _TRANSITIVE)[1]} the {_pick(r, _NOUNS)[1]} "
-    f"{_pick(r, _TIMES)}?",
-    lambda r: f"{_pick(r, _NUMBERS)} {_pick(r, _ADJECTIVES)} {_pick(r, _NOUNS)[1]} "
-    f"{_pick(r, _INTRANSITIVE)} at the {_pick(r, _PLACES)}.",
-    lambda r: f"We must {_pick(r, _TRANSITIVE)[1]} {_with_article(_pick(r, _ADJECTIVES))} "
-    f"{_pick(r, _NOUNS)[0]} before {_pick(r, _EVENTS)}.",
+    lambda r: (
+        f"Did {_pick(r, _NAMES)} {_pick(r, _TRANSITIVE)[1]} the {_pick(r, _NOUNS)[1]} {_pick(r, _TIMES)}?"
+    ),
+    lambda r: (
+        f"{_pick(r, _NUMBERS)} {_pick(r, _ADJECTIVES)} {_pick(r, _NOUNS)[1]} "
+        f"{_pick(r, _INTRANSITIVE)} at the {_pick(r, _PLACES)}."
+    ),
+    lambda r: (
+        f"We must {_pick(r, _TRANSITIVE)[1]} {_with_article(_pick(r, _ADJECTIVES))} "
+        f"{_pick(r, _NOUNS)[0]} before {_pick(r, _EVENTS)}."
+    ),
     lambda r: f"The {_pick(r, _PLACES)} was closed because of the {_pick(r, _WEATHER)}.",
-    lambda r: f"{_pick(r, _NAMES)} said the {_pick(r, _NOUNS)[0]} {_pick(r, _INTRANSITIVE)} "
-    f"{_pick(r, _ADVERBS)}.",
+    lambda r: (
+        f"{_pick(r, _NAMES)} said the {_pick(r, _NOUNS)[0]} {_pick(r, _INTRANSITIVE)} {_pick(r, _ADVERBS)}."
+    ),
     lambda r: f"Where did {_pick(r, _NAMES)} put the {_pick(r, _ADJECTIVES)} {_pick(r, _NOUNS)[1]}?",
-    lambda r: f"After the {_pick(r, _WEATHER)}, {_pick(r, _NAMES)} {_pick(r, _TRANSITIVE)[0]} "
-    f"{_with_article(_pick(r, _NOUNS)[0])} {_pick(r, _ADVERBS)}.",
+    lambda r: (
+        f"After the {_pick(r, _WEATHER)}, {_pick(r, _NAMES)} {_pick(r, _TRANSITIVE)[0]} "
+        f"{_with_article(_pick(r, _NOUNS)[0])} {_pick(r, _ADVERBS)}."
+    ),
     lambda r: f"My {_pick(r, _NOUNS)[0]} is {_pick(r, _COMPARATIVES)} than {_pick(r, _NAMES)}'s.",
-    lambda r: f"Nobody {_pick(r, _TRANSITIVE)[0]} the {_pick(r, _NOUNS)[1]} from the "
-    f"{_pick(r, _PLACES)} {_pick(r, _TIMES)}.",
+    lambda r: (
+        f"Nobody {_pick(r, _TRANSITIVE)[0]} the {_pick(r, _NOUNS)[1]} from the "
+        f"{_pick(r, _PLACES)} {_pick(r, _TIMES)}."
+    ),
 )
 
 
@@ -247,13 +265,10 @@ def make_sentences(count: int, rng: np.random.Generator) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # espeak-ng accents (built-in "gmw" voices; the "mb/" ones need the separate mbrola program)
 # and voice variants that sound like speech rather than effects.
-_ESPEAK_ACCENTS = (
-    "en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
-    "en-029", "en-us-nyc",
+_ESPEAK_ACCENTS = _words(
+    "en-us, en-gb, en-gb-scotland, en-gb-x-rp, en-gb-x-gbclan, en-gb-x-gbcwmd, en-029, en-us-nyc"
 )
-_ESPEAK_VARIANTS = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
-)
+_ESPEAK_VARIANTS = _words("m1, m2, m3, m4, m5, m6, m7, f1, f2, f3, f4, f5, klatt, klatt2")
 # flite voices and their identities; kal (8 kHz) duplicates kal16 and awb_time speaks only
 # clock times, so neither is used.
 _FLITE_VOICES = {"kal16": "kal", "awb": "awb", "rms": "rms", "slt": "slt"}
@@ -280,6 +295,7 @@ class Speaker:
 
     @property
     def id(self) -> str:
+        """``engine:voice``, e.g. ``espeak-ng:en-gb-scotland+f2``."""
         return f"{self.engine}:{self.voice}"
 
 
@@ -299,9 +315,13 @@ def available_engines() -> dict[str, dict[str, Any]]:
 
     if shutil.which("espeak-ng"):
         listing = _run(["espeak-ng", "--voices=en"]).stdout.splitlines()[1:]
-        accents = sorted({row.split()[1] for row in listing if len(row.split()) >= 5 and row.split()[4].startswith("gmw/")})
+        accents = sorted(
+            {row.split()[1] for row in listing if len(row.split()) >= 5 and row.split()[4].startswith("gmw/")}
+        )
         variant_rows = _run(["espeak-ng", "--voices=variant"]).stdout.splitlines()[1:]
-        variants = sorted({row.split()[4].removeprefix("!v/") for row in variant_rows if len(row.split()) >= 5})
+        variants = sorted(
+            {row.split()[4].removeprefix("!v/") for row in variant_rows if len(row.split()) >= 5}
+        )
         version = _run(["espeak-ng", "--version"]).stdout.strip()
         engines["espeak-ng"] = {
             "available": bool(accents),
@@ -316,7 +336,10 @@ def available_engines() -> dict[str, dict[str, Any]]:
     if shutil.which("flite"):
         listing = _run(["flite", "-lv"]).stdout
         voices = listing.split(":", 1)[1].split() if ":" in listing else []
-        version = next((line.strip() for line in _run(["flite", "--version"]).stdout.splitlines() if "version" in line), "")
+        version = next(
+            (line.strip() for line in _run(["flite", "--version"]).stdout.splitlines() if "version" in line),
+            "",
+        )
         usable = [v for v in _FLITE_VOICES if v in voices]
         engines["flite"] = {
             "available": bool(usable),
@@ -354,7 +377,7 @@ def _plan_speakers(
     unseen combinations of training accents and variants.
     """
     named: list[Speaker] = []
-    for engine, table, code in (("flite", _FLITE_VOICES, "fl"), ("festival", _FESTIVAL_VOICES, "fe")):
+    for engine, table in (("flite", _FLITE_VOICES), ("festival", _FESTIVAL_VOICES)):
         for voice in engines[engine]["voices"] if engines[engine]["available"] else []:
             # Speed is the one setting all voices honour; pitch changes break the diphone voices.
             stretch = round(float(rng.uniform(0.9, 1.15)), 3)
@@ -365,7 +388,10 @@ def _plan_speakers(
     test_identities = set(identities[:n_test_identities])
 
     plan: dict[str, list[Speaker]] = {split: [] for split in SPLITS}
-    for split, allowed in (("train", lambda s: s.identity not in test_identities), ("test", lambda s: s.identity in test_identities)):
+    for split, allowed in (
+        ("train", lambda s: s.identity not in test_identities),
+        ("test", lambda s: s.identity in test_identities),
+    ):
         pool = [s for s in named if allowed(s)]
         rng.shuffle(pool)
         # At most half of a split's speakers come from the few named voices; espeak-ng fills the rest.
@@ -392,7 +418,9 @@ def _plan_speakers(
         for split in SPLITS:
             for accent, variant in pairs[split]:
                 settings = {"speed": int(rng.integers(140, 191)), "pitch": int(rng.integers(25, 76))}
-                plan[split].append(Speaker("", "espeak-ng", f"{accent}+{variant}", f"espeak-ng:{accent}+{variant}", settings))
+                plan[split].append(
+                    Speaker("", "espeak-ng", f"{accent}+{variant}", f"espeak-ng:{accent}+{variant}", settings)
+                )
 
     if len(plan["valid"]) < counts["valid"]:
         # Without espeak-ng, valid takes the training identities' voices that train left over.
@@ -400,13 +428,13 @@ def _plan_speakers(
         plan["valid"] += spare[: counts["valid"] - len(plan["valid"])]
 
     numbering: dict[str, int] = {}
-    codes = {"espeak-ng": "es", "flite": "fl", "festival": "fe"}
+    prefixes = {"espeak-ng": "es", "flite": "fl", "festival": "fe"}
     for split in SPLITS:
         named_plan = []
         for speaker in plan[split]:
-            prefix = codes[speaker.engine]
+            prefix = prefixes[speaker.engine]
             numbering[prefix] = numbering.get(prefix, 0) + 1
-            named_plan.append(Speaker(f"{prefix}{numbering[prefix]:02d}", speaker.engine, speaker.voice, speaker.identity, speaker.settings))
+            named_plan.append(replace(speaker, code=f"{prefix}{numbering[prefix]:02d}"))
         plan[split] = named_plan
     return plan
 
@@ -418,17 +446,21 @@ def _synthesize(speaker: Speaker, texts: Sequence[str], workdir: Path) -> list[n
     folder = workdir / speaker.code
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i:04d}.wav" for i in range(len(texts))]
+    settings = speaker.settings
     if speaker.engine == "espeak-ng":
+        voice = ["-v", speaker.voice, "-s", str(settings["speed"]), "-p", str(settings["pitch"])]
         for text, path in zip(texts, paths):
-            command = ["espeak-ng", "-v", speaker.voice, "-s", str(speaker.settings["speed"]), "-p", str(speaker.settings["pitch"]), "-w", str(path), text]
-            _check_engine(_run(command), speaker)
+            _check_engine(_run(["espeak-ng", *voice, "-w", str(path), text]), speaker)
     elif speaker.engine == "flite":
+        voice = ["-voice", speaker.voice, "--setf", f"duration_stretch={settings['duration_stretch']}"]
         for text, path in zip(texts, paths):
-            command = ["flite", "-voice", speaker.voice, "--setf", f"duration_stretch={speaker.settings['duration_stretch']}", "-t", text, "-o", str(path)]
-            _check_engine(_run(command), speaker)
+            _check_engine(_run(["flite", *voice, "-t", text, "-o", str(path)]), speaker)
     elif speaker.engine == "festival":
         # One festival process per speaker: its start-up (~0.2 s) costs more than an utterance.
-        lines = [f"(voice_{speaker.voice})", f"(Parameter.set 'Duration_Stretch {speaker.settings['duration_stretch']})"]
+        lines = [
+            f"(voice_{speaker.voice})",
+            f"(Parameter.set 'Duration_Stretch {speaker.settings['duration_stretch']})",
+        ]
         for text, path in zip(texts, paths):
             quoted = text.replace("\\", "\\\\").replace('"', '\\"')
             lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{quoted}")) "{path}" (quote riff))')
@@ -441,15 +473,19 @@ def _synthesize(speaker: Speaker, texts: Sequence[str], workdir: Path) -> list[n
     for path in paths:
         if not path.is_file():
             raise RuntimeError(f"{speaker.id} wrote no audio for an utterance ({path.name})")
-        wav, _ = read_audio(path, rate=RATE)
-        waves.append(wav.mean(dim=0).double().numpy())
+        wave = read_audio(path, rate=RATE)[0].mean(dim=0).double().numpy()
+        if not np.abs(wave).max() > 0:
+            raise RuntimeError(f"{speaker.id} produced silence for an utterance ({path.name})")
+        waves.append(wave)
     return waves
 
 
 def _check_engine(result: subprocess.CompletedProcess[str], speaker: Speaker) -> None:
     if result.returncode != 0 or "SIOD ERROR" in result.stdout + result.stderr:
         message = (result.stderr or result.stdout).strip().splitlines()
-        raise RuntimeError(f"{speaker.id} failed (exit {result.returncode}): {message[-1] if message else 'no message'}")
+        raise RuntimeError(
+            f"{speaker.id} failed (exit {result.returncode}): {message[-1] if message else 'no message'}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -646,7 +682,11 @@ def _plan_rooms(counts: dict[str, int], rng: np.random.Generator) -> dict[str, l
         rooms[split] = []
         for _ in range(counts[split]):
             number += 1
-            dims = (round(float(rng.uniform(3, 10)), 2), round(float(rng.uniform(3, 8)), 2), round(float(rng.uniform(2.5, 4)), 2))
+            dims = (
+                round(float(rng.uniform(3, 10)), 2),
+                round(float(rng.uniform(3, 8)), 2),
+                round(float(rng.uniform(2.5, 4)), 2),
+            )
             rooms[split].append(_Room(f"room{number:02d}", dims, round(float(rng.uniform(*RT60_RANGE_S)), 3)))
     return rooms
 
@@ -660,8 +700,12 @@ def _positions(room: _Room, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     dims = np.asarray(room.dims)
     margin = 0.75
     for _ in range(1000):
-        source = rng.uniform([margin, margin, 1.2], [dims[0] - margin, dims[1] - margin, min(1.9, dims[2] - 0.5)])
-        mic = rng.uniform([margin, margin, 0.8], [dims[0] - margin, dims[1] - margin, min(1.6, dims[2] - 0.5)])
+        source = rng.uniform(
+            [margin, margin, 1.2], [dims[0] - margin, dims[1] - margin, min(1.9, dims[2] - 0.5)]
+        )
+        mic = rng.uniform(
+            [margin, margin, 0.8], [dims[0] - margin, dims[1] - margin, min(1.6, dims[2] - 0.5)]
+        )
         if 0.5 <= np.linalg.norm(source - mic) <= 2.0:
             return np.round(source, 3), np.round(mic, 3)
     raise RuntimeError(f"no source/microphone placement found in {room}")
@@ -673,8 +717,8 @@ def _impulse_response(
     """Room impulse response, its direct path alone, both at unit direct-path gain, and the delay.
 
     The direct path is a fractional-delay filter peaking at sample ``delay``; convolving the dry
-    speech with it (and dropping ``delay`` samples) gives the target aligned to within a
-    fraction of a sample with the reverberant speech, as in SGMSE+'s WSJ0-Reverb targets.
+    speech with it (and dropping ``delay`` samples) gives a target aligned to within a fraction
+    of a sample with the reverberant speech, which a bare integer shift could not.
 
     Early part: pyroomacoustics' image sources (walls absorbing as ``inverse_sabine`` gives for
     the room's RT60). Late part, from 60 ms after the direct path: Gaussian noise decaying by
@@ -687,7 +731,13 @@ def _impulse_response(
     absorption, full_order = pra.inverse_sabine(room.rt60, list(room.dims))
 
     def simulate(order: int) -> np.ndarray:
-        shoebox = pra.ShoeBox(list(room.dims), fs=RATE, materials=pra.Material(absorption), max_order=order, air_absorption=False)
+        shoebox = pra.ShoeBox(
+            list(room.dims),
+            fs=RATE,
+            materials=pra.Material(absorption),
+            max_order=order,
+            air_absorption=False,
+        )
         shoebox.add_source(source.tolist())
         shoebox.add_microphone(mic.tolist())
         shoebox.compute_rir()
@@ -726,8 +776,8 @@ def _rt60_measured(rir: np.ndarray) -> float | None:
 
     try:
         return round(float(pra.experimental.measure_rt60(rir, fs=RATE, decay_db=30)), 3)
-    except Exception:  # a measurement is a report, never a reason to fail a build
-        return None
+    except (ValueError, IndexError, ZeroDivisionError, FloatingPointError):
+        return None  # a measurement is a report, never a reason to fail a build
 
 
 def _direct_to_reverberant_db(rir: np.ndarray, delay: int) -> float:
@@ -796,7 +846,7 @@ def build_demo_corpus(
 
     Args:
         out: the corpus folder; created if missing.
-        size: ``"default"`` (15/3/5 speakers, 8 utterances each, about a minute on two cores)
+        size: ``"default"`` (15/3/5 speakers, 8 utterances each, about 20 s on two cores)
             or ``"small"`` (4/2/4 speakers, 2 utterances each, a few seconds; for tests).
         hours: approximate hours of clean training speech per task; sets the utterances per
             speaker (overrides ``utterances_per_speaker``).
@@ -828,7 +878,9 @@ def build_demo_corpus(
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; valid sizes: {', '.join(SIZES)}")
     plan_size = SIZES[size]
-    per_speaker = utterances_per_speaker or plan_size.utterances_per_speaker
+    per_speaker = utterances_per_speaker
+    if per_speaker is None:
+        per_speaker = plan_size.utterances_per_speaker
     if hours is not None:
         if hours <= 0:
             raise ValueError(f"hours must be positive, got {hours}")
@@ -838,7 +890,10 @@ def build_demo_corpus(
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: folder is not empty; refusing to overwrite it (pass overwrite=True to replace the corpus)")
+        raise FileExistsError(
+            f"{out}: folder is not empty; refusing to overwrite it "
+            "(pass overwrite=True to replace the corpus)"
+        )
     report = progress or (lambda stage, done, total: None)
 
     engines = available_engines()
@@ -860,10 +915,8 @@ def build_demo_corpus(
     speakers = _plan_speakers(engines, plan_size.speakers, generator(1))
     sentences = make_sentences(sum(len(v) for v in speakers.values()) * per_speaker, generator(2))
 
-    stage = out.parent / f".{out.name}.partial"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         manifest = _build(stage, speakers, sentences, per_speaker, plan_size, tasks, real, generator, report)
         manifest.update(
@@ -966,7 +1019,13 @@ def _build(
                     item += 1
                     name = f"{speaker.code}_{k + 1:03d}"
                     rng = generator(5, TASKS.index(task), number_of[speaker.code], k)
-                    entry: dict[str, Any] = {"task": task, "split": split, "name": name, "speaker": speaker.code, "text": text}
+                    entry: dict[str, Any] = {
+                        "task": task,
+                        "split": split,
+                        "name": name,
+                        "speaker": speaker.code,
+                        "text": text,
+                    }
                     if task == "denoise":
                         noise, info = _noise_for(len(wave), speaker.code, pools[split], rng)
                         snr = float(rng.uniform(*SNR_RANGE_DB))
@@ -995,18 +1054,19 @@ def _build(
                     count += 1
             summary["files"][f"{task}/{split}"] = count
         summary["clean_hours"][task] = round(seconds / 3600, 4)
-    report("done", total, total)
 
     room_table = {}
     if "dereverb" in tasks:
+        import pyroomacoustics as pra
+
         for split in SPLITS:
             for room in rooms[split]:
-                import pyroomacoustics as pra
-
                 absorption, order = pra.inverse_sabine(room.rt60, list(room.dims))
                 # Measured on a response from the room's centre line: a check on the hybrid tail.
                 centre = np.asarray(room.dims) / 2
-                rir, _, _ = _impulse_response(room, centre + [0.6, 0.4, 0.0], centre - [0.6, 0.4, 0.3], generator(6))
+                rir, _, _ = _impulse_response(
+                    room, centre + [0.6, 0.4, 0.0], centre - [0.6, 0.4, 0.3], generator(6)
+                )
                 room_table[room.id] = {
                     "split": split,
                     "dims_m": list(room.dims),
@@ -1022,10 +1082,14 @@ def _build(
         summary["files"]["real"] = len(real_files)
 
     summary["speakers"] = {split: len(speakers[split]) for split in SPLITS}
+    report("done", 1, 1)
     return {
         "format": "polydiff-audio-demo-corpus/1",
-        "layout": "<task>/<split>/{clean,noisy}/<name>.wav; for dereverb, noisy holds the reverberant input",
-        "snr_definition": "10*log10(P_active(clean) / mean(noise**2)), P_active over 20 ms frames within 40 dB of the loudest",
+        "layout": "<task>/<split>/{clean,noisy}/<name>.wav; dereverb's noisy/ holds the reverberant input",
+        "snr_definition": (
+            "10*log10(P_active(clean) / mean(noise**2)); P_active: mean power over the 20 ms frames "
+            "within 40 dB of the loudest"
+        ),
         "speakers": {
             s.code: {**asdict(s), "id": s.id, "split": split} for split in SPLITS for s in speakers[split]
         },
@@ -1053,9 +1117,9 @@ def _build_real(
     report: Progress,
 ) -> list[dict[str, Any]]:
     """Noisy versions of the Debian packages' real recordings, mixed like the test split."""
-    from .audio_files import AudioError, check_audio, read_audio, write_audio
-
     import torch
+
+    from .audio_files import AudioError, check_audio, read_audio, write_audio
 
     recordings = find_real_recordings()
     if plan_size.real_files is not None and len(recordings) > plan_size.real_files:
@@ -1065,7 +1129,7 @@ def _build_real(
     for index, (package, path) in enumerate(recordings):
         report("real", index, len(recordings))
         try:
-            wav, original_rate = read_audio(path, rate=RATE, stop=None)
+            wav, original_rate = read_audio(path, rate=RATE)
             wave = wav.mean(dim=0)[: int(plan_size.real_max_seconds * RATE)]
             check_audio(wave, RATE, min_samples=int(0.5 * RATE), path=path)
         except AudioError as exc:
@@ -1080,7 +1144,14 @@ def _build_real(
         write_audio(stage / "real" / "clean" / f"{name}.wav", target, RATE)
         write_audio(stage / "real" / "noisy" / f"{name}.wav", noisy, RATE)
         entries.append(
-            {"name": name, "package": package, "source": path.name, "original_rate": original_rate, "snr_db": round(snr, 3), "noise": info}
+            {
+                "name": name,
+                "package": package,
+                "source": path.name,
+                "original_rate": original_rate,
+                "snr_db": round(snr, 3),
+                "noise": info,
+            }
         )
     report("real", len(recordings), len(recordings))
     return entries

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .audio_files import AudioError, find_audio_files, read_audio
 
-__all__ = ["PairedAudioDataModule", "PairedAudioDataset", "SPLITS", "pair_files"]
+__all__ = ["SPLITS", "PairedAudioDataModule", "PairedAudioDataset", "pair_files"]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,10 @@ def pair_files(clean_dir: str | Path, noisy_dir: str | Path) -> list[tuple[str, 
                 duplicates.append(path.stem)
             files[path.stem] = path
         if duplicates:
-            raise ValueError(f"{folder}: several files share a name (differing only in ending): {_listing(sorted(set(duplicates)))}")
+            raise ValueError(
+                f"{folder}: several files share a name (differing only in ending): "
+                f"{_listing(sorted(set(duplicates)))}"
+            )
         by_name[role] = files
     clean, noisy = by_name["clean"], by_name["noisy"]
     only_clean = sorted(set(clean) - set(noisy))
@@ -93,7 +96,9 @@ def pair_files(clean_dir: str | Path, noisy_dir: str | Path) -> list[tuple[str, 
             parts.append(f"{len(only_noisy)} only in {folders['noisy']}: {_listing(only_noisy)}")
         raise ValueError("clean and noisy files must pair by name; unmatched: " + "; ".join(parts))
     if not clean:
-        raise ValueError(f"{folders['clean']} and {folders['noisy']}: no audio files (.wav, .flac, .ogg, .mp3)")
+        raise ValueError(
+            f"{folders['clean']} and {folders['noisy']}: no audio files (.wav, .flac, .ogg, .mp3)"
+        )
     return [(name, clean[name], noisy[name]) for name in sorted(clean)]
 
 
@@ -249,7 +254,11 @@ class PairedAudioDataModule(pl.LightningDataModule):
             raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
         folder = self.split_root / split
         if not folder.is_dir():
-            found = sorted(p.name for p in self.split_root.iterdir() if p.is_dir()) if self.split_root.is_dir() else []
+            found = (
+                sorted(p.name for p in self.split_root.iterdir() if p.is_dir())
+                if self.split_root.is_dir()
+                else []
+            )
             raise FileNotFoundError(
                 f"{folder}: missing; expected {self.split_root}/{{train,valid,test}}/{{clean,noisy}}/ "
                 f"(found folders: {', '.join(found) or 'none'})"

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from polydiff_audio.audio_files import (
     AudioError,
     check_audio,
@@ -42,7 +41,9 @@ def test_resampling_round_trip_restores_a_band_limited_signal():
     rng = np.random.default_rng(0)
     t = np.arange(16000) / 16000
     # Components well under 4 kHz, the Nyquist frequency of the 8 kHz stop on the way.
-    x = sum(rng.uniform(0.05, 0.2) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in (130, 710, 1900, 3100))
+    x = sum(
+        rng.uniform(0.05, 0.2) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in (130, 710, 1900, 3100)
+    )
     wav = torch.tensor(x, dtype=torch.float32)[None]
 
     back = resample(resample(wav, 16000, 8000), 8000, 16000)
@@ -60,7 +61,9 @@ def test_resampling_uses_the_exact_rational_factor():
 
 
 def test_write_then_read_round_trip_keeps_channels(tmp_path):
-    stereo = torch.stack([torch.from_numpy(_sine(300.0, 16000, 0.25)), torch.from_numpy(_sine(500.0, 16000, 0.25))])
+    stereo = torch.stack(
+        [torch.from_numpy(_sine(300.0, 16000, 0.25)), torch.from_numpy(_sine(500.0, 16000, 0.25))]
+    )
     path = write_audio(tmp_path / "sub" / "stereo.wav", stereo, 16000)
 
     wav, rate = read_audio(path, rate=None)
@@ -130,7 +133,7 @@ def _bad_inputs(tmp_path):
 def test_each_bad_input_raises_audio_error_naming_the_file(tmp_path):
     for path, reason in _bad_inputs(tmp_path):
         with pytest.raises(AudioError) as info:
-            wav, rate = read_audio(path)
+            wav, _ = read_audio(path)
             check_audio(wav, 16000, min_samples=512, path=path)
         error = info.value
         assert isinstance(error, ValueError)

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from polydiff_audio import corpus
 from polydiff_audio.corpus import RT60_RANGE_S, SNR_RANGE_DB, build_demo_corpus
 
@@ -54,7 +53,9 @@ def _active_power(x: np.ndarray) -> float:
     frames = [x[i : i + frame] for i in range(0, len(x), frame)]
     powers = np.array([np.sum(f**2) / frame for f in frames])
     active = powers >= powers.max() * 1e-4
-    return sum(np.sum(f**2) for f, a in zip(frames, active) if a) / sum(len(f) for f, a in zip(frames, active) if a)
+    return sum(np.sum(f**2) for f, a in zip(frames, active) if a) / sum(
+        len(f) for f, a in zip(frames, active) if a
+    )
 
 
 def _lag_of_strongest_path(reference: np.ndarray, x: np.ndarray, max_lag: int) -> int:
@@ -82,7 +83,10 @@ def test_layout_pairs_every_name_in_each_task_and_split(small):
             assert clean and clean == noisy, (task, split)
             assert summary["files"][f"{task}/{split}"] == len(clean)
             for name in clean:
-                a, b = sf.info(out / task / split / "clean" / name), sf.info(out / task / split / "noisy" / name)
+                a, b = (
+                    sf.info(out / task / split / "clean" / name),
+                    sf.info(out / task / split / "noisy" / name),
+                )
                 assert (a.samplerate, a.channels, a.subtype) == (RATE, 1, "PCM_16")
                 assert a.frames == b.frames, name
     assert set(summary["engines_used"]) >= {"espeak-ng", "flite"}
@@ -174,12 +178,16 @@ def test_festival_voices_are_used_when_installed(small):
 
 
 def _digest(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_same_bytes_and_overwrite_only_when_asked(tmp_path):
     _require_engines()
-    options = dict(size="small", seed=3, tasks=("denoise",), real=False)
+    options = {"size": "small", "seed": 3, "tasks": ("denoise",), "real": False}
     first = tmp_path / "first"
     build_demo_corpus(first, **options)
     digest = _digest(first)

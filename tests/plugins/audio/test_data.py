@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from polydiff_audio.audio_files import AudioError
 from polydiff_audio.data import PairedAudioDataModule, PairedAudioDataset, pair_files
 
@@ -73,7 +72,9 @@ def test_training_crops_take_the_same_offset_in_clean_and_noisy(corpus):
 
 
 def test_short_files_are_padded_to_the_segment(corpus):
-    dataset = PairedAudioDataset(pair_files(corpus / "denoise/train/clean", corpus / "denoise/train/noisy"), segment_samples=RATE)
+    dataset = PairedAudioDataset(
+        pair_files(corpus / "denoise/train/clean", corpus / "denoise/train/noisy"), segment_samples=RATE
+    )
     item = dataset[3]  # 9000 samples
     assert item["clean"].shape == (1, RATE)
     assert torch.all(item["clean"][0, 9000:] == 0) and torch.all(item["clean"][0, :9000] != 0)
@@ -81,7 +82,9 @@ def test_short_files_are_padded_to_the_segment(corpus):
 
 def test_other_rates_are_resampled_and_crops_stay_aligned(tmp_path):
     _write_pair(tmp_path / "train", "slow", 12000, np.random.default_rng(1), rate=8000)
-    dataset = PairedAudioDataset(pair_files(tmp_path / "train/clean", tmp_path / "train/noisy"), segment_samples=RATE)
+    dataset = PairedAudioDataset(
+        pair_files(tmp_path / "train/clean", tmp_path / "train/noisy"), segment_samples=RATE
+    )
     item = dataset[0]
     assert item["clean"].shape == (1, RATE)  # 1.5 s at 8 kHz is 24000 samples at 16 kHz, cropped
     whole = PairedAudioDataset(dataset.pairs)[0]
@@ -108,7 +111,12 @@ def test_missing_split_folder_names_the_expected_layout(corpus):
 def test_length_mismatch_raises_for_evaluation_and_is_skipped_in_training(corpus, caplog):
     rng = np.random.default_rng(2)
     for split in ("train", "valid"):
-        sf.write(corpus / f"denoise/{split}/noisy/{split}_0.wav", rng.standard_normal(5000).astype(np.float32), RATE, subtype="FLOAT")
+        sf.write(
+            corpus / f"denoise/{split}/noisy/{split}_0.wav",
+            rng.standard_normal(5000).astype(np.float32),
+            RATE,
+            subtype="FLOAT",
+        )
     dm = PairedAudioDataModule(str(corpus), task="denoise", segment_seconds=0.5, batch_size=4)
     dm.setup("fit")
 
