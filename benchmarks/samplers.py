@@ -46,7 +46,7 @@ import diffusers
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler
 
 import polydiff
-from polydiff.grids import make_grid
+from polydiff.grids import GRIDS as POLYDIFF_GRIDS
 from polydiff.mixture import ExactMixtureDenoiser, GaussianMixture, sliced_wasserstein
 from polydiff.parameterization import convert
 from polydiff.samplers import SAMPLERS, evaluations
@@ -58,9 +58,8 @@ logging.getLogger("diffusers").setLevel(logging.ERROR)
 diffusers.utils.logging.set_verbosity_error()
 
 NFES = [5, 10, 20, 50, 100]
-GRIDS = ["uniform", "logsnr", "karras"]
+GRIDS = [g for g in POLYDIFF_GRIDS if g != "auto"]  # every built-in grid (uniform, karras, logsnr, trailing, leading)
 TIMING_NFES = [10, 50]
-INVESTIGATE = ["ddim", "dpmpp_2m", "heun"]
 RELIABLE_IQR = 0.5  # a timing comparison is flagged unreliable when a median's IQR exceeds this fraction of it
 SCHEDULE = VPLinear()
 N_TRAIN = SCHEDULE.num_train_steps
@@ -321,18 +320,6 @@ def accuracy(dim: int, n: int, seeds: list[int], projections: int, floor_reps: i
                     row["error"] = err
                 rows.append(row)
         log(f"D={dim} polydiff {name} done ({time.perf_counter() - t_start:.0f}s)")
-    # Investigation (not a built-in grid, not counted as polydiff's best): the same samplers on a
-    # diffusers-'trailing'-like grid linspace(t_max, 0, steps + 1), whose last noise level is
-    # t_max/steps rather than t_min = 1/1000.
-    for name in INVESTIGATE:
-        for budget in [b for b in NFES if b <= 20]:
-            steps = steps_for(name, budget)
-            grid = torch.linspace(SCHEDULE.t_max, 0.0, steps + 1, dtype=torch.float64)
-            vals = [metric[s](run_polydiff(den, name, grid, steps, polydiff_start(zs[s]), 3000 + s)) for s in seeds]
-            m, se = mean_se(vals)
-            rows.append(dict(library="polydiff-investigation", method=name, option="grid=explicit linspace(1,0,steps+1)",
-                             nfe_budget=budget, nfe=evaluations(name, steps), steps=steps, swd=m, swd_se=se,
-                             swd_per_seed=vals))
     for label, cls, extra in diffusers_options():
         for budget in NFES:
             vals = [metric[s](run_diffusers(adapter, cls, extra, budget, zs[s])) for s in seeds]
@@ -601,6 +588,23 @@ def _profile_jobs(jobs: list[dict], runs: int) -> dict:
 # Main
 # --------------------------------------------------------------------------------------------
 
+def code_version() -> dict:
+    """The git commit the core was imported from, and whether core/ had uncommitted changes."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    dirty = git("status", "--porcelain", "--", "core")
+    return dict(commit=git("rev-parse", "HEAD"), core_uncommitted_changes=dirty.splitlines() if dirty else [],
+                polydiff_file=polydiff.__file__, polydiff_grids=list(POLYDIFF_GRIDS))
+
+
 def machine_info() -> dict:
     cpu = None
     try:
@@ -672,12 +676,13 @@ def main() -> None:
         budget = dict(samples={2: 4000}, projections=128, seeds={2: [0, 1]}, nfe=NFES, dims=[2], floor_replicates=4,
                       timing_batch=4096, timing_repeats=9)
     else:
-        budget = dict(samples={2: 20000, 8: 10000}, projections=256, seeds={2: [0, 1, 2], 8: [0, 1]}, nfe=NFES,
+        budget = dict(samples={2: 10000, 8: 5000}, projections=128, seeds={2: [0, 1, 2], 8: [0, 1]}, nfe=NFES,
                       dims=[2, 8], floor_replicates=4, timing_batch=4096, timing_repeats=41)
     budget["accuracy_torch_threads"] = 1
     budget["timing_torch_threads"] = f"{default_threads} (as is; primary, used by the targets), then 1 (supplementary)"
     t0 = time.perf_counter()
     info = machine_info()
+    code = code_version()  # read at start: the modules in use are the ones imported now
 
     # Accuracy does not depend on threads; one thread avoids oversubscribing a shared machine.
     torch.set_num_threads(1)
@@ -696,6 +701,7 @@ def main() -> None:
     result = dict(
         command=shlex.join(["python", *sys.argv]),
         machine=info,
+        code=code,
         budget=budget,
         results=dict(
             setup=dict(
