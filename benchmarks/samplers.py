@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import json
 import logging
 import math
@@ -602,7 +601,7 @@ def code_version() -> dict:
 
     dirty = git("status", "--porcelain", "--", "core")
     return dict(commit=git("rev-parse", "HEAD"), core_uncommitted_changes=dirty.splitlines() if dirty else [],
-                polydiff_file=polydiff.__file__, polydiff_grids=list(POLYDIFF_GRIDS))
+                polydiff_grids=list(POLYDIFF_GRIDS))
 
 
 def machine_info() -> dict:

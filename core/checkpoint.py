@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,9 @@ def load_checkpoint(path: str | os.PathLike, *, plugin: str | None = None) -> di
         CheckpointError: if the file does not exist, is not a torch file, holds pickled code
             objects, is not a polydiff checkpoint, or belongs to another plugin.
     """
+    import pickle
+    import zipfile
+
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")

@@ -28,7 +28,6 @@ import math
 import re
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -461,6 +460,8 @@ def _run_demo(name: str, plugin: Plugin | None, out_dir: Path, *, progress: bool
             (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
         status, error = "ok", None
     except Exception as exc:  # one failed demo must not stop the others
+        import traceback
+
         traceback.print_exc()
         metrics, status, error = {}, "failed", f"demo failed: {type(exc).__name__}: {exc}"
     return {
