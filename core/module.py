@@ -34,7 +34,7 @@ from polydiff.denoiser import drop_condition, prediction_of
 from polydiff.ema import EMA
 from polydiff.grids import GRIDS
 from polydiff.parameterization import convert, from_x0_eps
-from polydiff.samplers import SAMPLERS
+from polydiff.samplers import SAMPLERS, check_sampler_options
 from polydiff.samplers import sample as run_sampler
 from polydiff.schedules import Schedule, VPLinear
 
@@ -119,6 +119,8 @@ class DiffusionModule(pl.LightningModule):
             then, so an average does not remember the first, poor iterates).
         sampler: sampler used by :meth:`sample` and validation (see
             :data:`polydiff.samplers.SAMPLERS`).
+        sampler_options: that sampler's own options (e.g. ``{"eta": 0.5}`` for ddim, ``{"snr":
+            0.5}`` for pc), checked here against the sampler's signature.
         sample_steps: number of sampling steps.
         grid: sampling time grid: auto, uniform, karras or logsnr.
         guidance: classifier-free guidance scale (1 = no guidance).
@@ -151,6 +153,7 @@ class DiffusionModule(pl.LightningModule):
         ema_decay: float = 0.999,
         ema_start: int = 0,
         sampler: str = "dpmpp_2m",
+        sampler_options: dict[str, Any] | None = None,
         sample_steps: int = 20,
         grid: str = "auto",
         guidance: float = 1.0,
@@ -181,6 +184,7 @@ class DiffusionModule(pl.LightningModule):
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
         self.sampler = sampler
+        self.sampler_options = check_sampler_options(sampler, sampler_options or {})
         if int(sample_steps) != sample_steps or sample_steps < 1:
             raise ValueError(f"sample_steps must be a positive integer, got {sample_steps!r}")
         self.sample_steps = int(sample_steps)
@@ -413,6 +417,7 @@ class DiffusionModule(pl.LightningModule):
         generator: torch.Generator | None = None,
         callback: Callable[..., Tensor | None] | None = None,
         use_ema: bool = True,
+        **options: Any,
     ) -> Tensor:
         """Draw samples with the configured (or the given) sampler, steps, grid and guidance.
 
@@ -427,10 +432,14 @@ class DiffusionModule(pl.LightningModule):
             generator: the source of all randomness, for reproducible samples.
             callback: called after every step with a :class:`~polydiff.samplers.StepInfo`.
             use_ema: sample with the EMA weights (if they have been updated at all).
+            options: the sampler's own options, over ``sampler_options`` (which apply only to
+                the configured sampler).
 
         Shapes:
             shape_or_x: (B, ...) as a shape or a tensor; y: (B, ...); returns (B, ...).
         """
+        name = self.sampler if sampler is None else sampler
+        merged = {**(self.sampler_options if name == self.sampler else {}), **options}
         if isinstance(shape_or_x, Tensor):
             x = shape_or_x.to(self.device)
         else:
@@ -445,7 +454,7 @@ class DiffusionModule(pl.LightningModule):
                 self.sampling_denoiser(use_ema),
                 self.schedule,
                 x,
-                sampler=self.sampler if sampler is None else sampler,
+                sampler=name,
                 steps=self.sample_steps if steps is None else steps,
                 grid=self.grid if grid is None else grid,
                 cond=cond,
@@ -454,6 +463,7 @@ class DiffusionModule(pl.LightningModule):
                 known=known,
                 generator=generator,
                 callback=callback,
+                **merged,
             )
         finally:
             self.train(was_training)

@@ -38,7 +38,7 @@ _AUTO_GRID = {"ddpm": "uniform", "ddim": "uniform", "pc": "uniform", "flow_euler
               "euler": "karras", "heun": "karras", "dpmpp_2m": "logsnr"}
 
 __all__ = [
-    "SAMPLERS", "get_sampler", "sample", "evaluations", "KnownValues", "StepInfo", "NonFiniteError",
+    "SAMPLERS", "get_sampler", "sample", "sampler_options", "check_sampler_options", "evaluations", "KnownValues", "StepInfo", "NonFiniteError",
     "sample_ddpm", "sample_ddim", "sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_pc",
     "sample_flow_euler",
 ]
@@ -50,6 +50,25 @@ def get_sampler(name: str) -> Callable[..., Tensor]:
         return SAMPLERS[name]
     except KeyError:
         raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}") from None
+
+
+def sampler_options(name: str) -> set[str]:
+    """The names of a sampler's own options (``eta``, ``churn``, ``snr``, ...)."""
+    fn = get_sampler(name)
+    names = {p.name for p in inspect.signature(fn).parameters.values() if p.kind == p.KEYWORD_ONLY}
+    return names - {"cond", "y", "guidance", "known", "generator", "callback"}
+
+
+def check_sampler_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` if ``name`` accepts them all, else a ValueError listing the valid ones."""
+    allowed = sampler_options(name)
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(
+            f"sampler {name!r} has no option {', '.join(sorted(unknown))}; "
+            f"its options: {', '.join(sorted(allowed)) or 'none'}"
+        )
+    return dict(options)
 
 
 def evaluations(name: str, steps: int, *, guidance: float = 1.0, corrector_steps: int = 1) -> int:
@@ -97,14 +116,7 @@ def sample(
         x, y: (B, ...); returns (B, ...).
     """
     fn = get_sampler(sampler)
-    allowed = {p.name for p in inspect.signature(fn).parameters.values() if p.kind == p.KEYWORD_ONLY}
-    allowed -= {"cond", "y", "guidance", "known", "generator", "callback"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise ValueError(
-            f"sampler {sampler!r} has no option {', '.join(sorted(unknown))}; "
-            f"its options: {', '.join(sorted(allowed)) or 'none'}"
-        )
+    check_sampler_options(sampler, options)
     if isinstance(grid, str) and grid == "auto":
         if isinstance(schedule, RectifiedFlow):
             grid = "uniform"  # straight paths: even steps in t, as flow-matching models are sampled

@@ -15,9 +15,8 @@ in bounded memory.
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 import torch
@@ -26,8 +25,7 @@ from torch import Tensor, nn
 
 from polydiff.ema import EMA
 from polydiff.module import DiffusionModule, LossSpace, LrInterval, SampleMetrics, Weighting
-from polydiff.samplers import SAMPLERS, evaluations
-from polydiff.samplers import sample as run_sampler
+from polydiff.samplers import evaluations
 from polydiff.schedules import OUVEBridge, Schedule
 
 from polydiff_audio.metrics import si_sdr_torch
@@ -43,12 +41,6 @@ Normalize = Literal["noisy", "none"]
 _SGMSE_PC_OPTIONS: dict[str, Any] = {"snr": 0.5, "corrector_steps": 1, "predictor": "euler_maruyama"}
 # Floor of the normalisation gain, so that a silent input stays silent instead of dividing by 0.
 _MIN_PEAK = 1e-8
-
-
-def _sampler_option_names(sampler: str) -> set[str]:
-    fn = SAMPLERS[sampler]
-    names = {p.name for p in inspect.signature(fn).parameters.values() if p.kind == p.KEYWORD_ONLY}
-    return names - {"cond", "y", "guidance", "known", "generator", "callback"}
 
 
 class EnhancementMetrics(SampleMetrics):
@@ -141,6 +133,8 @@ class SGMSEModule(DiffusionModule):
             ema_decay=ema_decay,
             ema_start=ema_start,
             sampler=sampler,
+            sampler_options=(dict(_SGMSE_PC_OPTIONS) if sampler == "pc" else {})
+            if sampler_options is None else sampler_options,
             sample_steps=sample_steps,
             grid=grid,
             guidance=guidance,
@@ -153,16 +147,6 @@ class SGMSEModule(DiffusionModule):
         if not self.schedule.has_bridge:
             raise ValueError(f"{type(self).__name__} needs a bridge schedule (e.g. OUVEBridge), got {self.schedule!r}")
         self.transform = transform if transform is not None else SpectrogramTransform()
-        if sampler_options is None:
-            sampler_options = dict(_SGMSE_PC_OPTIONS) if sampler == "pc" else {}
-        allowed = _sampler_option_names(sampler)
-        unknown = set(sampler_options) - allowed
-        if unknown:
-            raise ValueError(
-                f"sampler {sampler!r} has no option {', '.join(sorted(unknown))}; "
-                f"its options: {', '.join(sorted(allowed)) or 'none'}"
-            )
-        self.sampler_options = dict(sampler_options)
         if int(val_sample_steps) != val_sample_steps or val_sample_steps < 1:
             raise ValueError(f"val_sample_steps must be a positive integer, got {val_sample_steps!r}")
         self.val_sample_steps = int(val_sample_steps)
@@ -245,57 +229,6 @@ class SGMSEModule(DiffusionModule):
             self.log(f"val/{name}", value, sync_dist=True, batch_size=n)
 
     # --- sampling ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(
-        self,
-        shape_or_x: tuple[int, ...] | torch.Size | Tensor,
-        *,
-        cond: Any = None,
-        y: Tensor | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        grid: str | Tensor | None = None,
-        guidance: float | None = None,
-        known: Any = None,
-        generator: torch.Generator | None = None,
-        callback: Callable[..., Tensor | None] | None = None,
-        use_ema: bool = True,
-        **options: Any,
-    ) -> Tensor:
-        """:meth:`DiffusionModule.sample <polydiff.module.DiffusionModule.sample>` with the
-        sampler's own options: ``sampler_options``, updated by ``options`` (the configured options
-        are dropped when another ``sampler`` is named).
-
-        Shapes:
-            shape_or_x: (B, 1, F, T) as a shape or a complex start state; y: (B, 1, F, T).
-        """
-        if isinstance(shape_or_x, Tensor):
-            x = shape_or_x.to(self.device)
-        else:
-            x = self.schedule.prior(tuple(shape_or_x), y=y, generator=generator, device=self.device)
-        name = self.sampler if sampler is None else sampler
-        merged = {**(self.sampler_options if name == self.sampler else {}), **options}
-        was_training = self.training
-        self.eval()
-        try:
-            return run_sampler(
-                self.sampling_denoiser(use_ema),
-                self.schedule,
-                x,
-                sampler=name,
-                steps=self.sample_steps if steps is None else steps,
-                grid=self.grid if grid is None else grid,
-                cond=cond,
-                y=y,
-                guidance=self.guidance if guidance is None else guidance,
-                known=known,
-                generator=generator,
-                callback=callback,
-                **merged,
-            )
-        finally:
-            self.train(was_training)
-
     def network_evaluations(self, steps: int | None = None) -> int:
         """Network evaluations one call of :meth:`enhance_spectrogram` spends (per segment batch)."""
         steps = self.sample_steps if steps is None else steps

@@ -400,3 +400,16 @@ def test_complex_states_give_a_real_loss_and_complex_samples():
     loss.backward()
     out = module.sample(y.shape, cond=y, y=y, generator=torch.Generator().manual_seed(0))
     assert out.dtype == torch.complex64 and torch.isfinite(out).all()
+
+
+def test_sampler_options_are_checked_and_reach_the_sampler():
+    with pytest.raises(ValueError, match="has no option snr.*eta"):
+        DiffusionModule(MLPDenoiser(), sampler="ddim", sampler_options={"snr": 0.5})
+    deterministic = DiffusionModule(MLPDenoiser(), sampler="ddim", sample_steps=4)
+    stochastic = DiffusionModule(MLPDenoiser(), sampler="ddim", sampler_options={"eta": 1.0}, sample_steps=4)
+    stochastic.load_state_dict(deterministic.state_dict())
+    start = torch.randn(16, 2)
+    run = lambda m, **kw: m.sample(start, generator=torch.Generator().manual_seed(0), **kw)  # noqa: E731
+    assert not torch.equal(run(deterministic), run(stochastic))
+    # A per-call option overrides the configured one: eta = 0 makes the two modules agree.
+    assert torch.equal(run(deterministic), run(stochastic, eta=0.0))
