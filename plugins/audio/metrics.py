@@ -125,6 +125,15 @@ def _as_signal(x: Any, what: str) -> np.ndarray:
     return array.astype(np.float64)
 
 
+def _checked_pair(estimate: Any, reference: Any) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Both signals as 1-D float64 arrays of equal length, and why a metric is undefined (or None)."""
+    est = _as_signal(estimate, "estimate")
+    ref = _as_signal(reference, "reference")
+    if est.shape != ref.shape:
+        raise ValueError(f"estimate and reference differ in length: {est.size} and {ref.size} samples")
+    return est, ref, _undefined_reason(est, ref)
+
+
 def _undefined_reason(estimate: np.ndarray, reference: np.ndarray) -> str | None:
     """Why no metric is defined for this pair, or None."""
     if reference.size == 0 or estimate.size == 0:
@@ -156,11 +165,7 @@ def si_sdr(estimate: Any, reference: Any) -> Score:
     Raises:
         ValueError: if the signals are not 1-D or differ in length.
     """
-    est = _as_signal(estimate, "estimate")
-    ref = _as_signal(reference, "reference")
-    if est.shape != ref.shape:
-        raise ValueError(f"estimate and reference differ in length: {est.size} and {ref.size} samples")
-    reason = _undefined_reason(est, ref)
+    est, ref, reason = _checked_pair(estimate, reference)
     if reason is not None:
         return Score.undefined(reason)
     est = est - est.mean()
@@ -288,11 +293,7 @@ def estoi(estimate: Any, reference: Any, rate: int) -> Score:
     from pystoi import stoi
 
     rate = _check_rate(rate)
-    est = _as_signal(estimate, "estimate")
-    ref = _as_signal(reference, "reference")
-    if est.shape != ref.shape:
-        raise ValueError(f"estimate and reference differ in length: {est.size} and {ref.size} samples")
-    reason = _undefined_reason(est, ref)
+    est, ref, reason = _checked_pair(estimate, reference)
     if reason is not None:
         return Score.undefined(reason)
     with warnings.catch_warnings(record=True) as caught:

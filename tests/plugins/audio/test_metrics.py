@@ -31,22 +31,6 @@ from polydiff_audio.metrics import (  # noqa: E402
 RATE = 16000
 
 
-def synthetic_speech(seconds: float = 2.0, rate: int = RATE) -> np.ndarray:
-    """A voiced, speech-like test signal: a gliding harmonic series gated at syllable rate.
-
-    Twenty harmonics of an f0 that wanders around 140 Hz, with 1/k amplitudes (a falling
-    spectral tilt like a voice), switched on and off four times a second like syllables with
-    silent gaps between them; no external tools needed.
-    """
-    t = np.arange(int(seconds * rate)) / rate
-    f0 = 140.0 + 30.0 * np.sin(2 * np.pi * 0.7 * t) + 5.0 * np.sin(2 * np.pi * 5.0 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 21))
-    syllables = np.maximum(np.sin(2 * np.pi * 4.0 * t), 0.0) ** 1.5
-    x = voiced * syllables
-    return 0.5 * x / np.abs(x).max()
-
-
 def add_white_noise(x: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
     noise = np.random.default_rng(seed).standard_normal(x.size)
     noise *= np.sqrt(np.mean(x**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
@@ -80,7 +64,7 @@ def test_si_sdr_of_sine_plus_half_cosine_is_20_log10_2():
     assert si_sdr(sine + 0.5 * np.cos(2 * np.pi * 50 * t), sine) == pytest.approx(10 * math.log10(4), abs=1e-9)
 
 
-def test_si_sdr_is_invariant_to_scale_and_offset_of_the_estimate():
+def test_si_sdr_is_invariant_to_scale_and_offset_of_the_estimate(synthetic_speech):
     reference = synthetic_speech(0.5)
     estimate = add_white_noise(reference, 5.0)
     base = si_sdr(estimate, reference)
@@ -121,18 +105,18 @@ def test_score_is_a_float_that_keeps_its_reason_through_pickle():
 
 
 # --- PESQ and ESTOI --------------------------------------------------------------------------
-def test_pesq_of_clean_against_itself_is_the_wideband_maximum_and_noise_lowers_it():
+def test_pesq_of_clean_against_itself_is_the_wideband_maximum_and_noise_lowers_it(synthetic_speech):
     clean = synthetic_speech()
     assert pesq_wb(clean, clean) == pytest.approx(4.64, abs=0.01)
     assert pesq_wb(add_white_noise(clean, 10.0), clean) < 3.0
 
 
-def test_pesq_resamples_other_rates_to_16_khz():
+def test_pesq_resamples_other_rates_to_16_khz(synthetic_speech):
     clean = synthetic_speech(rate=24000)
     assert pesq_wb(clean, clean, rate=24000) == pytest.approx(4.64, abs=0.01)
 
 
-def test_pesq_returns_nan_with_a_reason_for_input_it_refuses():
+def test_pesq_returns_nan_with_a_reason_for_input_it_refuses(synthetic_speech):
     too_short = synthetic_speech(0.1)  # P.862 needs at least 1/4 s
     score = pesq_wb(too_short, too_short)
     assert math.isnan(score) and "PESQ refused" in score.reason and "1/4" in score.reason
@@ -140,13 +124,13 @@ def test_pesq_returns_nan_with_a_reason_for_input_it_refuses():
     assert math.isnan(silent) and silent.reason == "silent reference"
 
 
-def test_estoi_is_one_for_identical_signals_and_lower_with_noise():
+def test_estoi_is_one_for_identical_signals_and_lower_with_noise(synthetic_speech):
     clean = synthetic_speech()
     assert estoi(clean, clean, RATE) == pytest.approx(1.0, abs=1e-6)
     assert estoi(add_white_noise(clean, 0.0), clean, RATE) < 0.8
 
 
-def test_estoi_with_too_little_speech_is_nan_not_pystois_1e_5():
+def test_estoi_with_too_little_speech_is_nan_not_pystois_1e_5(synthetic_speech):
     short = synthetic_speech(0.2)
     score = estoi(short, short, RATE)
     assert math.isnan(score) and "30 frames" in score.reason
@@ -158,7 +142,7 @@ def write_wav(path, samples, rate=RATE):
     return path
 
 
-def test_evaluate_pairs_reports_broken_files_and_scores_the_rest(tmp_path):
+def test_evaluate_pairs_reports_broken_files_and_scores_the_rest(synthetic_speech, tmp_path):
     clean = synthetic_speech(1.0)
     for folder in ("clean", "enhanced", "noisy"):
         (tmp_path / folder).mkdir()
@@ -203,7 +187,7 @@ def test_evaluate_pairs_reports_broken_files_and_scores_the_rest(tmp_path):
     assert summary.metrics["si_sdr"].count == 3
 
 
-def test_evaluate_pairs_without_resampling_reports_a_rate_mismatch(tmp_path):
+def test_evaluate_pairs_without_resampling_reports_a_rate_mismatch(synthetic_speech, tmp_path):
     clean = write_wav(tmp_path / "clean.wav", synthetic_speech(0.5))
     estimate = write_wav(tmp_path / "estimate.wav", synthetic_speech(0.5, rate=8000), rate=8000)
     [row] = evaluate_pairs([("a", clean, estimate, None)], resample=False)
