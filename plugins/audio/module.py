@@ -166,6 +166,18 @@ class SGMSEModule(DiffusionModule):
             raise ValueError(f"segment_batch must be a positive integer, got {segment_batch!r}")
         self.segment_batch = int(segment_batch)
 
+    def setup(self, stage: str) -> None:
+        """Check that the data module delivers audio at the model's rate (a config mismatch)."""
+        super().setup(stage)
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        data_rate = getattr(datamodule, "rate", None)
+        if data_rate is not None and int(data_rate) != self.rate:
+            raise ValueError(
+                f"the data module reads audio at {data_rate} Hz but the model works at {self.rate} Hz; "
+                f"set data.init_args.rate and model.init_args.rate to the same value"
+            )
+
     # --- batches -------------------------------------------------------------------------------
     def _peak(self, noisy: Tensor) -> Tensor:
         """Per-example gain dividing the signals (1 for ``normalize="none"``).

@@ -21,7 +21,7 @@ def _synthetic_speech(seconds: float = 2.0, rate: int = RATE) -> np.ndarray:
     return 0.5 * x / np.abs(x).max()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def synthetic_speech() -> Callable[..., np.ndarray]:
     """``synthetic_speech(seconds=2.0, rate=16000)``: a speech-like test signal needing no tools."""
     return _synthetic_speech
