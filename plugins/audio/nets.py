@@ -278,6 +278,10 @@ class SpectrogramUNet(nn.Module):
         self.head = nn.Sequential(
             nn.GroupNorm(_groups(width), width, eps=1e-6), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1)
         )
+        # NCSN++ initialises its output convolution to (nearly) zero: the untrained network
+        # predicts zero, not noise of unit size.
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
 
     @property
     def multiple(self) -> int:
@@ -409,6 +413,11 @@ class SpectrogramPredictor(nn.Module):
     Args:
         channels, channel_mult, num_res_blocks, attention_levels, attention_heads, dropout: the
             backbone's, see :class:`SpectrogramUNet`.
+        residual: output ``y + backbone(y)``; the backbone's last layer starts at zero, so the
+            untrained network passes the noisy input through and training only has to learn the
+            correction. StoRM's predictor outputs the estimate directly
+            (``False``); the residual form reaches a useful estimate in far fewer steps, which is
+            what a short CPU training needs.
 
     Shapes:
         y: (B, 1, F, T) complex or (B, 2, F, T) real; returns the layout and shape of ``y``.
@@ -422,8 +431,10 @@ class SpectrogramPredictor(nn.Module):
         attention_levels: tuple[int, ...] = (-1,),
         attention_heads: int = 1,
         dropout: float = 0.0,
+        residual: bool = False,
     ):
         super().__init__()
+        self.residual = bool(residual)
         self.backbone = SpectrogramUNet(
             in_channels=2,
             out_channels=2,
@@ -438,5 +449,8 @@ class SpectrogramPredictor(nn.Module):
 
     def forward(self, y: Tensor) -> Tensor:
         noisy, as_complex = _to_channels(y, "y")
-        out = self.backbone(noisy.to(self.backbone.stem.weight.dtype))
+        noisy = noisy.to(self.backbone.stem.weight.dtype)
+        out = self.backbone(noisy)
+        if self.residual:
+            out = noisy + out
         return channels_to_complex(out) if as_complex else out

@@ -18,6 +18,14 @@ def _spec(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(seed))
 
 
+def _trained_like(net: torch.nn.Module) -> torch.nn.Module:
+    """The network with a random output layer, as after some training (it starts at zero)."""
+    head = net.backbone.head[-1]
+    torch.nn.init.normal_(head.weight, std=0.1)
+    torch.nn.init.normal_(head.bias, std=0.1)
+    return net
+
+
 def _n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -52,7 +60,7 @@ def test_real_layout_gives_the_same_numbers():
 
 def test_time_conditioning_is_per_sample():
     torch.manual_seed(0)
-    net = SpectrogramScoreNet(**TINY)
+    net = _trained_like(SpectrogramScoreNet(**TINY))
     x, y = _spec(1, 1, 8, 8).expand(3, 1, 8, 8), _spec(1, 1, 8, 8, seed=1).expand(3, 1, 8, 8)
     with torch.no_grad():
         out = net(x, torch.tensor([0.1, 0.1, 0.9]), y)
@@ -63,9 +71,18 @@ def test_time_conditioning_is_per_sample():
         torch.testing.assert_close(net(x, torch.tensor([0.1, 0.1, 0.9], dtype=torch.complex64), y), out)
 
 
+def test_untrained_networks_predict_zero_and_the_residual_predictor_passes_the_input():
+    torch.manual_seed(0)
+    x, y = _spec(2, 1, 8, 6), _spec(2, 1, 8, 6, seed=1)
+    with torch.no_grad():
+        assert torch.equal(SpectrogramScoreNet(**TINY)(x, torch.tensor([0.3, 0.8]), y), torch.zeros_like(x))
+        assert torch.equal(SpectrogramPredictor(**TINY)(y), torch.zeros_like(y))
+        assert torch.equal(SpectrogramPredictor(**TINY, residual=True)(y), y)
+
+
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
-    net = SpectrogramScoreNet(**TINY)
+    net = _trained_like(SpectrogramScoreNet(**TINY))
     out = net(_spec(2, 1, 8, 6), torch.tensor([0.3, 0.8]), _spec(2, 1, 8, 6, seed=1))
     out.abs().square().mean().backward()
     for name, p in net.named_parameters():
