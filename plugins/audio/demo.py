@@ -53,7 +53,7 @@ def plot_spectrograms(panels: list[tuple[str, Any]], rate: int, path: Path) -> P
     return path
 
 
-def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 300, files: int = 4, seed: int = 0) -> dict[str, Any]:
+def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 150, files: int = 4, seed: int = 0) -> dict[str, Any]:
     """Build a small corpus, train StoRM briefly, enhance and score a few test files.
 
     Args:
