@@ -104,6 +104,21 @@ def fit_command(mode: str, corpus: Path, run_dir: Path, minutes: float) -> list[
     ]
 
 
+def _validation_curve(run_dir: Path) -> list[dict]:
+    """Validation loss and SI-SDR (a few sampling steps, validation set) logged during training."""
+    import csv
+
+    curve = []
+    for path in sorted(run_dir.rglob("metrics.csv")):
+        for row in csv.DictReader(open(path)):
+            if row.get("val/loss"):
+                curve.append({"step": int(row["step"]) + 1, "val_loss": float(row["val/loss"]),
+                              "val_si_sdr": float(row["val/si_sdr"]) if row.get("val/si_sdr") else None,
+                              "val_si_sdr_improvement": float(row["val/si_sdr_improvement"])
+                              if row.get("val/si_sdr_improvement") else None})
+    return curve
+
+
 def train(work: Path, corpus: Path, minutes: float) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     procs = {}
@@ -132,6 +147,7 @@ def train(work: Path, corpus: Path, minutes: float) -> dict:
         ckpt = _newest_checkpoint(run_dir)
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         info[mode] = {
+            "validation": _validation_curve(run_dir),
             "command": (run_dir / "command.txt").read_text().strip().replace(str(ROOT) + os.sep, ""),
             "checkpoint": str(ckpt.relative_to(work)),
             "steps": int(state["global_step"]),
