@@ -1,6 +1,6 @@
 """Speech enhancement benchmark: noisy input, classical baselines, SGMSE+ and StoRM on the demo corpus.
 
-Run as ``python benchmarks/audio.py [--minutes 45] [--work benchmarks/work/audio]``.
+Run as ``python benchmarks/audio.py [--minutes 45] [--work benchmarks/scratch/audio]``.
 
 Stages (each skipped when its output already exists in ``--work``, so an interrupted run resumes):
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -39,6 +38,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import machine_info  # noqa: E402
+
 MODES = ("sgmse", "storm")
 BASELINES = ("wiener", "spectral_subtraction")
 SETS = ("test", "real")
@@ -46,27 +49,6 @@ SETS = ("test", "real")
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def machine_info() -> dict:
-    import torch
-
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return dict(platform=platform.platform(), python=platform.python_version(), cpu_model=cpu,
-                cpu_count=os.cpu_count(), gpu=gpu, torch=torch.__version__, load_average_at_start=load)
 
 
 # --- stage 1: corpus ---------------------------------------------------------------------------
@@ -310,7 +292,7 @@ def build_targets(results: dict) -> list[dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "audio")
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "scratch" / "audio")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "audio.json")
     parser.add_argument("--minutes", type=float, default=45.0, help="training wall time per mode")
     parser.add_argument("--utterances-per-speaker", type=int, default=24)

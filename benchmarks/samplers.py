@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import platform
 import pstats
 import shlex
 import statistics
@@ -45,6 +44,9 @@ import diffusers
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler
 
 import polydiff
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine_info as common_machine_info  # noqa: E402
 from polydiff.grids import GRIDS as POLYDIFF_GRIDS
 from polydiff.mixture import ExactMixtureDenoiser, GaussianMixture, sliced_wasserstein
 from polydiff.parameterization import convert
@@ -605,23 +607,8 @@ def code_version() -> dict:
 
 
 def machine_info() -> dict:
-    cpu = None
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return dict(platform=platform.platform(), python=platform.python_version(), cpu_model=cpu,
-                cpu_count=os.cpu_count(), torch=torch.__version__, diffusers=diffusers.__version__,
-                numpy=np.__version__, polydiff=getattr(polydiff, "__version__", None),
-                torch_threads_default=torch.get_num_threads(), load_average_at_start=load)
+    return common_machine_info(diffusers=diffusers.__version__, numpy=np.__version__,
+                               polydiff=getattr(polydiff, "__version__", None))
 
 
 def build_targets(acc: list[dict], tim: dict) -> list[dict]:
