@@ -19,7 +19,6 @@ are processed, no input file is ever written, and the exit status is 1 when anyt
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import sys
@@ -29,7 +28,6 @@ from pathlib import Path
 
 __all__ = ["enhance", "evaluate", "make_demo_data"]
 
-log = logging.getLogger(__name__)
 
 # Endings whose format the enhanced file keeps; other inputs (MP3, ...) are written as WAV.
 _KEPT_SUFFIXES = (".wav", ".flac")

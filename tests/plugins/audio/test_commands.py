@@ -21,7 +21,6 @@ import torch
 from polydiff.cli import main
 from polydiff.registry import Registry
 
-from polydiff_audio import commands
 
 RATE = 16000
 # No attention: at two levels it would attend over every time-frequency bin of a 4 s segment.
