@@ -16,7 +16,8 @@ Stages (each skipped when its output already exists in ``--work``, so an interru
    and StoRM run in parallel worker processes, one thread each, so their real-time factors are
    comparable. SI-SDR, wideband PESQ and ESTOI are computed per file against the clean
    reference and averaged. Network evaluations are counted by hooks on the networks (calls times
-   segments in the call), per second of audio.
+   segments in the call), per second of audio. Beside them, as a diagnostic, StoRM's predictive
+   network alone (``storm_predictor``: the estimate its diffusion stage starts from).
 
 Targets (on the held-out demo test set): both diffusion modes beat the best classical baseline
 on SI-SDR, PESQ and ESTOI; both improve SI-SDR by at least 5 dB over the noisy input; StoRM's
@@ -38,12 +39,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+REUSED: list[str] = []  # stages an earlier run of this script had finished, recorded in the report
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import machine_info  # noqa: E402
 
 MODES = ("sgmse", "storm")
 BASELINES = ("wiener", "spectral_subtraction")
+# A diagnostic beside the two modes: the StoRM checkpoint's predictive network alone (one pass),
+# i.e. what the diffusion stage starts from.
+PREDICTOR = "storm_predictor"
 SETS = ("test", "real")
 
 
@@ -58,6 +63,7 @@ def build_corpus(work: Path, per_speaker: int) -> Path:
     corpus = work / "corpus"
     if (corpus / "manifest.json").exists():
         log(f"corpus: reusing {corpus}")
+        REUSED.append("corpus")
         return corpus
     log("corpus: building")
     summary = build_demo_corpus(corpus, utterances_per_speaker=per_speaker, tasks=("denoise",), seed=0)
@@ -108,6 +114,7 @@ def train(work: Path, corpus: Path, minutes: float) -> dict:
         run_dir = work / "runs" / mode
         if _newest_checkpoint(run_dir) is not None and (run_dir / "done").exists():
             log(f"train {mode}: reusing {run_dir}")
+            REUSED.append(f"training {mode}")
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
         command = fit_command(mode, corpus, run_dir, minutes)
@@ -130,7 +137,8 @@ def train(work: Path, corpus: Path, minutes: float) -> dict:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         info[mode] = {
             "validation": _validation_curve(run_dir),
-            "command": (run_dir / "command.txt").read_text().strip().replace(str(ROOT) + os.sep, ""),
+            "command": (run_dir / "command.txt").read_text().strip().replace(sys.executable, "python")
+            .replace(str(ROOT) + os.sep, ""),
             "checkpoint": str(ckpt.relative_to(work)),
             "steps": int(state["global_step"]),
             "epochs": int(state["epoch"]),
@@ -179,13 +187,18 @@ def enhance_worker(method: str, work: Path, corpus: Path, real_files: int, test_
     out_root = work / "enhanced" / method
     record: dict = {"method": method, "sets": {}}
     module = None
-    if method in MODES:
+    if method in (*MODES, PREDICTOR):
         from polydiff.checkpoint import load_module
 
-        module = load_module(_newest_checkpoint(work / "runs" / method), plugin="audio")
+        source = "storm" if method == PREDICTOR else method
+        module = load_module(_newest_checkpoint(work / "runs" / source), plugin="audio")
         counter = _count_calls(module)
         record["network_evaluations_per_segment"] = module.network_evaluations()
         record["sample_steps"] = module.sample_steps
+        if method == PREDICTOR:
+            predictor = module.sampling_predictor().eval()
+            module.enhance_spectrogram = lambda y, steps=None, generator=None: predictor(y)
+            record["network_evaluations_per_segment"], record["sample_steps"] = 1, 0
     else:
         from polydiff_audio import baseline
 
@@ -226,15 +239,18 @@ def evaluate(work: Path, corpus: Path, real_files: int, test_files: int, seed: i
     for method in MODES:
         if (work / "enhanced" / method / "timing.json").exists():
             log(f"enhance {method}: reusing")
+            REUSED.append(f"enhancement {method}")
             continue
         command = [sys.executable, __file__, "--work", str(work), "--real-files", str(real_files),
                    "--test-files", str(test_files),
                    "--seed", str(seed), "--worker", method]
         log(f"enhance {method}: started")
         procs.append((method, subprocess.Popen(command, env=dict(os.environ, OMP_NUM_THREADS="1"))))
-    for method in BASELINES:
+    for method in (*BASELINES, PREDICTOR):
         if not (work / "enhanced" / method / "timing.json").exists():
             enhance_worker(method, work, corpus, real_files, test_files, seed)
+        else:
+            REUSED.append(f"enhancement {method}")
     for method, proc in procs:
         if proc.wait() != 0:
             raise SystemExit(f"enhancing with {method} failed")
@@ -243,7 +259,7 @@ def evaluate(work: Path, corpus: Path, real_files: int, test_files: int, seed: i
     results: dict = {}
     for name, pairs in files.items():
         table = {}
-        for method in ("noisy", *BASELINES, *MODES):
+        for method in ("noisy", *BASELINES, *MODES, PREDICTOR):
             if method == "noisy":
                 quads = [(stem, clean, noisy, None) for stem, clean, noisy in pairs]
                 timing = {"real_time_factor": 0.0, "network_evaluations_per_audio_second": 0}
@@ -263,7 +279,7 @@ def evaluate(work: Path, corpus: Path, real_files: int, test_files: int, seed: i
             }
             log(f"{name} {method}: " + ", ".join(f"{k} {table[method][k]:.3f}" for k in ("si_sdr", "pesq", "estoi")))
         results[name] = table
-    for method in MODES:
+    for method in (*MODES, PREDICTOR):
         timing = json.loads((work / "enhanced" / method / "timing.json").read_text())
         results.setdefault("network_evaluations_per_segment", {})[method] = timing["network_evaluations_per_segment"]
         results.setdefault("sample_steps", {})[method] = timing["sample_steps"]
@@ -300,7 +316,7 @@ def main() -> int:
     parser.add_argument("--test-files", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stage", choices=("train", "all"), default="all")
-    parser.add_argument("--worker", choices=(*MODES, *BASELINES), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=(*MODES, *BASELINES, PREDICTOR), help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = args.work.resolve()
     corpus = work / "corpus"
@@ -333,6 +349,7 @@ def main() -> int:
         "results": results,
         "targets": build_targets(results),
         "seconds": round(time.perf_counter() - started, 1),
+        "reused_from_an_earlier_run": REUSED,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=float) + "\n")
