@@ -196,9 +196,7 @@ def enhance_worker(method: str, work: Path, corpus: Path, real_files: int, test_
         record["network_evaluations_per_segment"] = module.network_evaluations()
         record["sample_steps"] = module.sample_steps
         if method == PREDICTOR:
-            predictor = module.sampling_predictor().eval()
-            module.enhance_spectrogram = lambda y, steps=None, generator=None: predictor(y)
-            record["network_evaluations_per_segment"], record["sample_steps"] = 1, 0
+            record["network_evaluations_per_segment"], record["sample_steps"] = module.network_evaluations(0), 0
     else:
         from polydiff_audio import baseline
 
@@ -213,7 +211,7 @@ def enhance_worker(method: str, work: Path, corpus: Path, real_files: int, test_
             if module is not None:
                 before = counter["segment_evaluations"]
                 generator = torch.Generator().manual_seed(seed)
-                enhanced = module.enhance(wav, generator=generator)
+                enhanced = module.enhance(wav, steps=0 if method == PREDICTOR else None, generator=generator)
                 evaluations += counter["segment_evaluations"] - before
             else:
                 enhanced = fn(wav, rate)

@@ -142,15 +142,17 @@ def enhance(argv: Sequence[str]) -> int:
     parser.add_argument("inputs", nargs="+", type=Path, help="noisy audio files or folders")
     parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint written by 'polydiff audio fit'")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
-    parser.add_argument("--steps", type=int, default=None, help="reverse steps (default: the model's, 30 SGMSE+, 8 StoRM)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="reverse steps (default: the model's, 30 SGMSE+, 8 StoRM); 0 with a StoRM checkpoint "
+                             "gives its predictive network's estimate alone")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (each file starts from it)")
     parser.add_argument("--device", default="cpu", help="torch device, or 'auto' for CUDA when available")
     parser.add_argument("--recursive", action="store_true", help="also enhance files in sub-folders of input folders")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
     parser.add_argument("--allow-clipped", action="store_true", help="enhance clipped inputs instead of rejecting them")
     opts = parser.parse_args(list(argv))
-    if opts.steps is not None and opts.steps < 1:
-        parser.error(f"--steps must be at least 1, got {opts.steps}")
+    if opts.steps is not None and opts.steps < 0:
+        parser.error(f"--steps must be at least 0, got {opts.steps}")
     if opts.output.exists() and not opts.output.is_dir():
         _fail(f"output {opts.output} exists and is not a folder")
         return 2
@@ -160,7 +162,7 @@ def enhance(argv: Sequence[str]) -> int:
     from polydiff.checkpoint import CheckpointError, load_module
 
     from polydiff_audio.audio_files import AudioError, check_audio, read_audio, resample, write_audio
-    from polydiff_audio.module import SGMSEModule
+    from polydiff_audio.module import SGMSEModule, StoRMModule
 
     device = "cuda" if opts.device == "auto" and torch.cuda.is_available() else ("cpu" if opts.device == "auto" else opts.device)
     try:
@@ -171,6 +173,9 @@ def enhance(argv: Sequence[str]) -> int:
     if not isinstance(module, SGMSEModule):
         _fail(f"{opts.ckpt}: a {type(module).__name__} checkpoint, not an audio enhancement model (SGMSE+ or StoRM)")
         return 1
+    if opts.steps == 0 and not isinstance(module, StoRMModule):
+        _fail(f"--steps 0 (the predictive network alone) needs a StoRM checkpoint; {opts.ckpt} is {type(module).__name__}")
+        return 2
     module.to(device)
     mode = type(module).__name__.removesuffix("Module")
     steps = module.sample_steps if opts.steps is None else opts.steps

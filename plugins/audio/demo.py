@@ -5,7 +5,8 @@
 1. ``polydiff audio make-demo-data`` at the small size (denoising only, a few seconds);
 2. ``polydiff audio fit -c storm`` on it for a few hundred steps (StoRM's predictive network
    gives a usable estimate long before a diffusion model alone would);
-3. ``polydiff audio enhance`` on a few held-out test files, the Wiener baseline on the same files;
+3. ``polydiff audio enhance`` on a few held-out test files, with the full StoRM model and with
+   its predictive network alone (``--steps 0``), and the Wiener baseline on the same files;
 4. ``polydiff audio evaluate`` for the noisy input, the baseline and the model,
 
 and writes ``enhanced/*.wav``, ``spectrograms.png`` (noisy, enhanced and clean spectrograms of
@@ -58,7 +59,7 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 150, file
 
     Args:
         out_dir: everything is written here: ``corpus/``, ``train/`` (checkpoint),
-            ``enhanced/`` and ``wiener/`` (WAVs), ``spectrograms.png``, ``metrics.csv``,
+            ``enhanced/``, ``predictor/`` and ``wiener/`` (WAVs), ``spectrograms.png``, ``metrics.csv``,
             ``metrics.json``.
         progress: show progress bars.
         max_steps: training steps.
@@ -66,8 +67,8 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 150, file
         seed: seed of the corpus, the training and the sampling.
 
     Returns:
-        Mean SI-SDR (dB), PESQ and ESTOI of the noisy input, the Wiener baseline and the model,
-        plus the run's details.
+        Mean SI-SDR (dB), PESQ and ESTOI of the noisy input, the Wiener baseline, the model and
+        its predictor alone, plus the run's details.
     """
     import torch
 
@@ -108,12 +109,15 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 150, file
     checkpoint = checkpoints[-1]
 
     pairs = pair_files(corpus / "denoise" / "test" / "clean", corpus / "denoise" / "test" / "noisy")[:files]
-    enhanced_dir, wiener_dir = out_dir / "enhanced", out_dir / "wiener"
-    todo = [str(noisy) for name, _, noisy in pairs if not (enhanced_dir / noisy.name).exists()]
-    if todo:
-        status = commands.enhance(["--ckpt", str(checkpoint), *todo, "-o", str(enhanced_dir), "--seed", str(seed)])
-        if status != 0:
-            raise RuntimeError(f"enhancing failed (exit status {status})")
+    enhanced_dir, predictor_dir, wiener_dir = out_dir / "enhanced", out_dir / "predictor", out_dir / "wiener"
+    # StoRM, and its predictive network alone (--steps 0): after a short training the estimate
+    # the diffusion stage starts from is often the better of the two.
+    for folder, extra in ((enhanced_dir, []), (predictor_dir, ["--steps", "0"])):
+        todo = [str(noisy) for name, _, noisy in pairs if not (folder / noisy.name).exists()]
+        if todo:
+            status = commands.enhance(["--ckpt", str(checkpoint), *todo, "-o", str(folder), "--seed", str(seed), *extra])
+            if status != 0:
+                raise RuntimeError(f"enhancing failed (exit status {status})")
     for _, _, noisy in pairs:
         if not (wiener_dir / noisy.name).exists():
             wav, rate = read_audio(noisy, rate=None)
@@ -121,7 +125,8 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 150, file
 
     metrics: dict[str, Any] = {}
     rows_all = []
-    for method, folder in (("noisy", None), ("wiener", wiener_dir), ("storm", enhanced_dir)):
+    for method, folder in (("noisy", None), ("wiener", wiener_dir), ("storm", enhanced_dir),
+                           ("storm_predictor", predictor_dir)):
         quads = [(name, clean, noisy if folder is None else folder / noisy.name, None) for name, clean, noisy in pairs]
         rows = evaluate_pairs(quads)
         rows_all += [{"method": method, **row} for row in rows]

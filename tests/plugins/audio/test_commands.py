@@ -180,6 +180,13 @@ def test_enhance_is_reproducible_with_a_seed_and_accepts_clipped_input_on_reques
     assert set(_digest(tmp_path / "one")) == {"mono16k.wav", "clipped.wav"}
 
 
+def test_enhance_steps_0_needs_a_storm_checkpoint(checkpoint, inputs, tmp_path, capsys):
+    assert main(["audio", "enhance", "--ckpt", str(checkpoint), str(inputs / "mono16k.wav"), "-o", str(tmp_path / "o"),
+                 "--steps", "0"]) == 2
+    assert "needs a StoRM checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_enhance_rejects_a_file_that_is_not_an_audio_checkpoint(tmp_path, inputs, capsys):
     bogus = tmp_path / "model.ckpt"
     torch.save({"state_dict": {}}, bogus)
@@ -247,7 +254,8 @@ def test_quickstart_demo_writes_wavs_png_and_metrics(tmp_path):
     assert len(list((tmp_path / "enhanced").glob("*.wav"))) == 2
     assert (tmp_path / "spectrograms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "metrics.csv").exists() and (tmp_path / "metrics.json").exists()
-    for method in ("noisy", "wiener", "storm"):
+    assert len(list((tmp_path / "predictor").glob("*.wav"))) == 2
+    for method in ("noisy", "wiener", "storm", "storm_predictor"):
         assert math.isfinite(metrics[f"si_sdr_{method}"])
     assert metrics["si_sdr_wiener"] > metrics["si_sdr_noisy"]
     assert metrics["training_steps"] == 2

@@ -190,6 +190,17 @@ def test_storm_enhance_spends_fewer_network_evaluations_than_sgmse():
     assert 3 * storm_calls[0] <= sgmse_calls[0] + 3  # about a third, with the predictor's pass
 
 
+def test_storm_with_zero_steps_is_its_predictor_alone():
+    storm = tiny_storm()
+    calls = _count_calls(storm.denoiser, storm.predictor)
+    y = storm.transform(0.1 * torch.randn(2, 1, 1500, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        expected = storm.predictor(y)
+    out = storm.enhance_spectrogram(y, steps=0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, expected)
+    assert calls[0] == 2 and storm.network_evaluations(0) == 1  # the reference pass and one in enhance
+
+
 def test_enhancement_metrics_score_the_clean_reference_highest():
     module = tiny_sgmse()
     parts = module.unpack_batch(paired_batch())
