@@ -176,7 +176,11 @@ def enhance(argv: Sequence[str]) -> int:
     if opts.steps == 0 and not isinstance(module, StoRMModule):
         _fail(f"--steps 0 (the predictive network alone) needs a StoRM checkpoint; {opts.ckpt} is {type(module).__name__}")
         return 2
-    module.to(device)
+    try:
+        module.to(device)
+    except (RuntimeError, ValueError) as exc:
+        _fail(f"--device {opts.device}: {exc}")
+        return 2
     mode = type(module).__name__.removesuffix("Module")
     steps = module.sample_steps if opts.steps is None else opts.steps
     print(f"{opts.ckpt}: {mode}, {steps} steps ({module.network_evaluations(steps)} network evaluations per segment), "

@@ -187,6 +187,13 @@ def test_enhance_steps_0_needs_a_storm_checkpoint(checkpoint, inputs, tmp_path, 
     assert not (tmp_path / "o").exists()
 
 
+def test_enhance_names_an_unusable_device(checkpoint, inputs, tmp_path, capsys):
+    assert main(["audio", "enhance", "--ckpt", str(checkpoint), str(inputs / "mono16k.wav"), "-o", str(tmp_path / "o"),
+                 "--device", "no-such-device"]) == 2
+    assert "--device no-such-device" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_enhance_rejects_a_file_that_is_not_an_audio_checkpoint(tmp_path, inputs, capsys):
     bogus = tmp_path / "model.ckpt"
     torch.save({"state_dict": {}}, bogus)
