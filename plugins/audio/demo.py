@@ -3,11 +3,11 @@
 :func:`run_demo` goes through what a user does, with the same commands:
 
 1. ``polydiff audio make-demo-data`` at the small size (denoising only, a few seconds);
-2. ``polydiff audio fit -c storm`` on it for a few hundred steps (StoRM's predictive network
-   gives a usable estimate long before a diffusion model alone would);
+2. ``polydiff audio fit -c storm`` on it for ``max_steps`` steps;
 3. ``polydiff audio enhance`` on a few held-out test files, with the full StoRM model and with
    its predictive network alone (``--steps 0``), and the Wiener baseline on the same files;
-4. ``polydiff audio evaluate`` for the noisy input, the baseline and the model,
+4. the scores of ``polydiff audio evaluate`` (SI-SDR, PESQ, ESTOI) for the noisy input, the
+   baseline, the model and its predictor,
 
 and writes ``enhanced/*.wav``, ``spectrograms.png`` (noisy, enhanced and clean spectrograms of
 one file) and ``metrics.csv`` next to ``metrics.json``. The scores of a model trained for a few
@@ -111,9 +111,9 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 150, file
     pairs = pair_files(corpus / "denoise" / "test" / "clean", corpus / "denoise" / "test" / "noisy")[:files]
     enhanced_dir, predictor_dir, wiener_dir = out_dir / "enhanced", out_dir / "predictor", out_dir / "wiener"
     # StoRM, and its predictive network alone (--steps 0): after a short training the estimate
-    # the diffusion stage starts from is often the better of the two.
+    # the diffusion stage starts from can be the better of the two (benchmarks/audio.py).
     for folder, extra in ((enhanced_dir, []), (predictor_dir, ["--steps", "0"])):
-        todo = [str(noisy) for name, _, noisy in pairs if not (folder / noisy.name).exists()]
+        todo = [str(noisy) for _, _, noisy in pairs if not (folder / noisy.name).exists()]
         if todo:
             status = commands.enhance(["--ckpt", str(checkpoint), *todo, "-o", str(folder), "--seed", str(seed), *extra])
             if status != 0:
@@ -137,10 +137,10 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 150, file
     write_csv(rows_all, out_dir / "metrics.csv", overwrite=True)
 
     name, clean, noisy = pairs[0]
+    clean_wav, rate = read_audio(clean, rate=None)
     panels = [(f"noisy input ({name})", read_audio(noisy, rate=None)[0]),
               ("enhanced (StoRM)", read_audio(enhanced_dir / noisy.name, rate=None)[0]),
-              ("clean reference", read_audio(clean, rate=None)[0])]
-    rate = read_audio(clean, rate=None)[1]
+              ("clean reference", clean_wav)]
     plot_spectrograms(panels, rate, out_dir / "spectrograms.png")
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)

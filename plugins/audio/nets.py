@@ -415,9 +415,8 @@ class SpectrogramPredictor(nn.Module):
             backbone's, see :class:`SpectrogramUNet`.
         residual: output ``y + backbone(y)``; the backbone's last layer starts at zero, so the
             untrained network passes the noisy input through and training only has to learn the
-            correction. StoRM's predictor outputs the estimate directly
-            (``False``); the residual form reaches a useful estimate in far fewer steps, which is
-            what a short CPU training needs.
+            correction. StoRM's predictor outputs the estimate directly (``False``), so an
+            untrained one outputs zero instead of the input.
 
     Shapes:
         y: (B, 1, F, T) complex or (B, 2, F, T) real; returns the layout and shape of ``y``.
