@@ -18,7 +18,7 @@ climatology. Metrics: CRPS, MSE/MAE of the ensemble mean, spread–skill ratio, 
 seconds and network evaluations per forecast.
 
 Anomaly detection (test split, the last 30%; thresholds chosen on the validation split's labels
-by best un-adjusted F1, the same rule for every method): ``machine.csv`` (8 flow probes, 24
+by best un-adjusted F1, the same rule for every method): ``machine.csv`` (8 flow probes, 16
 injected anomalies) and ``co2.csv`` (real weekly Mauna Loa CO2, 12 injected anomalies).
 Methods: ImDiffusion, the forecast-residual detector of the same backbone size, and the rolling
 z-score. Metrics: precision/recall/F1 without and with point adjustment, AUROC, AUPRC,
@@ -88,7 +88,7 @@ def train(job: tuple[str, str, str, list[str], int], work: Path, data: Path) -> 
     if config == "dyffusion":
         extra = ["--model.interpolator_steps", str(steps // 2)]
     command = [sys.executable, "-m", "polydiff", "timeseries", "fit", "-c", config, "--data.path", str(data / file),
-               *overrides, *extra, "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
+               *overrides, *extra, "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps // 3),
                "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
                "--trainer.default_root_dir", str(run)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

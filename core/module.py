@@ -261,9 +261,9 @@ class DiffusionModule(pl.LightningModule):
         """
         tt = time_like(t, x0)
         a, s = self.schedule.alpha(tt), self.schedule.sigma(tt)
-        if self.weighting == "none":
-            return torch.ones_like(tt)
         clean = s == 0
+        if self.weighting == "none":
+            return torch.where(clean, torch.zeros_like(tt), torch.ones_like(tt))
         s_safe = torch.where(clean, torch.ones_like(s), s)
         snr = (a / s_safe) ** 2
         if self.weighting == "snr":

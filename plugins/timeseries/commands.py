@@ -63,20 +63,21 @@ def build_demo_data(out: Path, *, frames: int = 1500, probe_frames: int = 4000, 
             scenario: 240 annual steps on a 37×49 North-America grid).
         history.nc: the 20 frames of fields.nc before its last 12, to try ``forecast`` on.
         machine.csv: 8 sensor-style probes of a second, independent flow run (``probe_frames``
-            steps) with anomalies injected after the first half (spikes, level shifts,
-            variance changes, correlation breaks) and a ``label`` column.
+            steps) with one anomaly per 250 steps injected after the first half (spikes, level
+            shifts, variance changes, correlation breaks; 1–24 steps long) and a ``label``
+            column.
         co2.csv: real weekly Mauna Loa CO2 (statsmodels; its own missing weeks kept empty) with
             anomalies injected the same way (no correlation breaks: one series).
         series.csv: the last 30% of machine.csv, to try ``detect`` on.
     """
-    from polydiff_timeseries.navier_stokes import navier_stokes_dataset, write_netcdf
-    from polydiff_timeseries.sample_data import air_temperature, anomaly_table, co2_series, probe_series
-
     names = ["fields.nc", "air_temperature.nc", "history.nc", "machine.csv", "co2.csv", "series.csv"]
-    out.mkdir(parents=True, exist_ok=True)
     existing = [n for n in names if (out / n).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them")
+    from polydiff_timeseries.navier_stokes import navier_stokes_dataset, write_netcdf
+    from polydiff_timeseries.sample_data import air_temperature, anomaly_table, co2_series, probe_series
+
+    out.mkdir(parents=True, exist_ok=True)
     for n in existing:
         (out / n).unlink()
     summary: dict[str, Any] = {}
@@ -96,13 +97,15 @@ def build_demo_data(out: Path, *, frames: int = 1500, probe_frames: int = 4000, 
     summary["air_temperature.nc"] = dict(air.sizes)
     say(f"air_temperature.nc: iris-sample-data E1 air temperature {dict(air.sizes)}")
     probes = probe_series(navier_stokes_dataset(frames=probe_frames, seed=seed + 1), probes=8, seed=seed)
-    machine, events = anomaly_table(probes, train_fraction=0.5, count=24, seed=seed)
+    # About one time step in eight of the labelled part is anomalous.
+    machine, events = anomaly_table(probes, train_fraction=0.5, count=max(4, probe_frames // 250), max_length=24,
+                                    seed=seed)
     machine.to_csv(out / "machine.csv", index=False)
     tail = machine.iloc[int(round(len(machine) * 0.7)):]
     tail.to_csv(out / "series.csv", index=False)
     summary["machine.csv"] = {"rows": len(machine), "anomalies": len(events), "labelled_rows": int(machine["label"].sum())}
     say(f"machine.csv: {len(machine)} rows x 8 probes, {len(events)} injected anomalies; series.csv: its last {len(tail)} rows")
-    co2, co2_events = anomaly_table(co2_series(), train_fraction=0.5, count=12, seed=seed)
+    co2, co2_events = anomaly_table(co2_series(), train_fraction=0.5, count=12, max_length=20, seed=seed)
     co2.to_csv(out / "co2.csv", index=False)
     summary["co2.csv"] = {"rows": len(co2), "anomalies": len(co2_events), "missing": int(co2["co2"].isna().sum())}
     say(f"co2.csv: {len(co2)} weeks of Mauna Loa CO2, {len(co2_events)} injected anomalies")

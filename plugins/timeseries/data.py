@@ -163,9 +163,12 @@ def _open_table(path: Path, *, time_dim: str, time_column: str | None, label_col
     bad = [c for c in frame.columns if frame[c].dtype.kind not in "iufb"]
     for column in bad:  # a numeric column with a stray word is a data error worth naming
         converted = pd.to_numeric(frame[column], errors="coerce")
-        wrong = converted.isna() & frame[column].notna()
-        row = int(np.flatnonzero(wrong.to_numpy())[0]) + 2
-        raise DataError(f"{path}: column {column!r} is not numeric (row {row} holds {frame[column].iloc[row - 2]!r})")
+        wrong = (converted.isna() & frame[column].notna()).to_numpy()
+        if wrong.any():
+            row = int(np.flatnonzero(wrong)[0]) + 2
+            raise DataError(f"{path}: column {column!r} is not numeric (row {row} holds {frame[column].iloc[row - 2]!r})")
+        raise DataError(f"{path}: column {column!r} holds {frame[column].dtype} values, not numbers; drop it or pass "
+                        "the value columns as variables")
     if frame.shape[1] == 0:
         raise DataError(f"{path}: the table has no value columns")
     data = {c: ((time_dim,), frame[c].to_numpy(dtype=np.float64)) for c in frame.columns}

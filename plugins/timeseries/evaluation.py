@@ -75,6 +75,7 @@ def evaluate_forecasters(
     from polydiff_timeseries.baselines import Climatology, persistence_forecast
     from polydiff_timeseries.data import DataError, Layout, Standardizer, coarsen_dataset, open_source
     from polydiff_timeseries.metrics import forecast_scores
+    from polydiff_timeseries.module import Deterministic
 
     if not models:
         raise ValueError("no model to evaluate")
@@ -119,7 +120,7 @@ def evaluate_forecasters(
     ctx = scaler.forward(ctx_raw).astype(np.float32)
     for name, model in models.items():
         extra = dict((options or {}).get(name, {}))
-        if steps is not None:
+        if steps is not None and not isinstance(model, Deterministic):
             extra.setdefault("steps", steps)
         generator = torch.Generator(device=model.device).manual_seed(seed)
         outs = []

@@ -59,7 +59,10 @@ def rolling_times(progress: Tensor, width: Tensor | float, frames: int) -> Tenso
     k = torch.arange(frames, dtype=torch.float64, device=progress.device)
     frac = k / max(frames - 1, 1)
     tau = ((1 + width) * progress)[..., None]
-    return (tau - width[..., None] * (1 - frac)).clamp(0.0, 1.0) if width.ndim else (tau - width * (1 - frac)).clamp(0.0, 1.0)
+    times = (tau - (width[..., None] if width.ndim else width) * (1 - frac)).clamp(0.0, 1.0)
+    # Rounding leaves times like 1e-16 where a frame should be clean; at such a time sigma is
+    # nearly 0 and the noise estimate (x - alpha x0) / sigma overflows.
+    return torch.where(times < 1e-9, torch.zeros_like(times), times)
 
 
 class TimeSeriesModel(DiffusionModule):
@@ -447,6 +450,8 @@ class Deterministic(TimeSeriesModel):
     @torch.no_grad()
     def forecast(self, context: Tensor, *, samples: int = 1, horizon: int | None = None,
                  generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        if options:
+            raise ValueError(f"the deterministic forecaster has no sampling options (got {', '.join(sorted(options))})")
         h = self._check_horizon(horizon)
         values, observed = self._context_input(context)
         was = self.training
@@ -602,6 +607,9 @@ class DYffusion(TimeSeriesModel):
                  generator: torch.Generator | None = None, steps: int | None = None, **options: Any) -> Tensor:
         """Forecast samples (see :meth:`TimeSeriesModel.forecast`); ``steps`` overrides
         ``sampling_steps``."""
+        if options:
+            raise ValueError(f"DYffusion has no sampler options other than steps (got {', '.join(sorted(options))}); "
+                             "rolling and --sampler apply to the conditional diffusion forecaster")
         hq = self._check_horizon(horizon)
         h = self.horizon
         values, observed = self._context_input(context)
@@ -610,11 +618,11 @@ class DYffusion(TimeSeriesModel):
         obs = observed.repeat_interleave(samples, 0)
         bs = ctx.shape[0]
         nets = self.sampling_denoiser()
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item()) if generator is not None else None
+        # Without a generator the seed comes from (and advances) the global RNG, so calls differ.
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
         was = nets.training
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            if seed is not None:
-                torch.manual_seed(seed)
+            torch.manual_seed(seed)
             nets.eval()
             nets.interpolator.train()  # Monte Carlo dropout: DYffusion's source of randomness
             try:
@@ -634,9 +642,13 @@ class DYffusion(TimeSeriesModel):
                     else:
                         state = moved
                 if h > 1:
-                    mids = self._interpolate(nets.interpolator, ctx, obs, end,
-                                             torch.arange(1, h, device=ctx.device, dtype=torch.float32))
-                    out = torch.cat([mids, end[:, None]], 1)
+                    # One query per call, as in training (query frames attend to each other):
+                    # the h - 1 lead times are folded into the batch.
+                    leads = torch.arange(1, h, device=ctx.device, dtype=torch.float32)
+                    k = h - 1
+                    mids = self._interpolate(nets.interpolator, ctx.repeat_interleave(k, 0), obs.repeat_interleave(k, 0),
+                                             end.repeat_interleave(k, 0), leads.repeat(bs).view(bs * k, 1))
+                    out = torch.cat([mids.view(bs, k, n), end[:, None]], 1)
                 else:
                     out = end[:, None]
             finally:
@@ -648,5 +660,5 @@ class DYffusion(TimeSeriesModel):
         calls = len(times) + (len(times) - 1) * (2 if self.cold_sampling else 1)
         if self.cold_sampling and times and times[0] == 0 and len(times) > 1:
             calls -= 1  # I(.., 0) is the last context frame, not a network call
-        return calls + (1 if self.horizon > 1 else 0)
+        return calls + self.horizon - 1  # the lead times between, one interpolation each
 

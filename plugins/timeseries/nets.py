@@ -117,8 +117,7 @@ class SpaceTimeTransformer(nn.Module):
     def forward(self, feats: Tensor, frame_pos: Tensor, level: Tensor | None = None) -> Tensor:
         b, length, n, _ = feats.shape
         if n > self.max_nodes:
-            raise ValueError(f"the data has {n} series but the network was built for at most max_nodes={self.max_nodes}; "
-                             "raise max_nodes or coarsen the data")
+            raise ValueError(f"{n} tokens per frame, but the network was built for at most {self.max_nodes}")
         h = self.inp(feats) + self.node.weight[:n]
         pos = frame_pos.to(feats.device).float()
         pos = pos.expand(b, length) if pos.ndim == 1 else pos
@@ -144,6 +143,12 @@ def _group(feats: Tensor, group: int) -> Tensor:
     if pad:
         feats = torch.cat([feats, feats.new_zeros(b, length, pad, f)], dim=2)
     return feats.reshape(b, length, (n + pad) // group, group * f)
+
+
+def _check_nodes(n: int, max_nodes: int) -> None:
+    if n > max_nodes:
+        raise ValueError(f"the data has {n} series but the network was built for at most max_nodes={max_nodes}; "
+                         "raise max_nodes or coarsen the data")
 
 
 def _ungroup(out: Tensor, n: int) -> Tensor:
@@ -177,11 +182,12 @@ class ForecastDenoiser(nn.Module):
         if group < 1:
             raise ValueError(f"group must be positive, got {group}")
         self.prediction = prediction
-        self.group = int(group)
+        self.group, self.max_nodes = int(group), int(max_nodes)
         tokens = -(-max_nodes // group)
         self.net = SpaceTimeTransformer(tokens, 3 * group, group, channels, layers, heads, ff_mult, dropout)
 
     def forward(self, x: Tensor, t: Tensor, cond: Any = None) -> Tensor:
+        _check_nodes(x.shape[2], self.max_nodes)
         level = time_like(t, x).expand_as(x).to(x.dtype)
         known = (level == 0).to(x.dtype)
         # The noise level is a per-entry input too: with several entries per token the token's
@@ -216,13 +222,14 @@ class FrameNet(nn.Module):
         super().__init__()
         if group < 1:
             raise ValueError(f"group must be positive, got {group}")
-        self.group = int(group)
+        self.group, self.max_nodes = int(group), int(max_nodes)
         self.net = SpaceTimeTransformer(-(-max_nodes // group), 2 * group, group, channels, layers, heads, ff_mult,
                                         dropout)
 
     def forward(self, frames: Tensor, positions: Tensor, queries: Tensor, observed: Tensor | None = None,
                 level: Tensor | None = None) -> Tensor:
         b, k, n = frames.shape
+        _check_nodes(n, self.max_nodes)
         device = frames.device
         positions = torch.as_tensor(positions, device=device, dtype=torch.float32)
         queries = torch.as_tensor(queries, device=device, dtype=torch.float32)

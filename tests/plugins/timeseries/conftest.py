@@ -1,7 +1,8 @@
 """Tiny data files shared by the timeseries plugin's data, model and command tests.
 
 Everything is small enough to write in milliseconds: a 3×4 grid of fields plus one scalar series
-(NetCDF, written with h5netcdf), and a two-column table with anomaly labels (CSV).
+(NetCDF, written with h5netcdf), and a two-column table with anomaly labels (CSV). xarray and
+pandas are imported where used, so the plugin's other tests do not depend on them.
 """
 
 from __future__ import annotations
@@ -11,20 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-xr = pytest.importorskip("xarray")
-pd = pytest.importorskip("pandas")
-pytest.importorskip("h5netcdf")
-
 GRID = (3, 4)
 STEP = 6.0  # the numeric time step of the fields
 
 
-def fields_dataset(frames: int = 200, *, times: str = "numeric", seed: int = 0) -> "xr.Dataset":
+def fields_dataset(frames: int = 200, *, times: str = "numeric", seed: int = 0) -> "xarray.Dataset":
     """``u`` (time, y, x) on a 3×4 grid and ``s`` (time,): noisy sines of different periods.
 
     ``times``: ``numeric`` (0, 6, 12, ...), ``datetime`` (6-hourly from 2000-01-01) or ``none``
     (no time coordinate).
     """
+    xr = pytest.importorskip("xarray")
+    pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(seed)
     t = np.arange(frames)
     phase = 0.3 * np.arange(GRID[0] * GRID[1]).reshape(GRID)
@@ -41,12 +40,14 @@ def fields_dataset(frames: int = 200, *, times: str = "numeric", seed: int = 0) 
 
 
 def write_fields(path: Path, frames: int = 200, **kwargs) -> Path:
+    pytest.importorskip("h5netcdf")
     fields_dataset(frames, **kwargs).to_netcdf(path, engine="h5netcdf")
     return path
 
 
-def labelled_table(rows: int = 160, *, seed: int = 0, spikes: tuple[int, ...] = (130, 145)) -> "pd.DataFrame":
+def labelled_table(rows: int = 160, *, seed: int = 0, spikes: tuple[int, ...] = (130, 145)) -> "pandas.DataFrame":
     """``timestamp`` (hourly), ``a``, ``b`` and a 0/1 ``label`` column marking injected spikes."""
+    pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(seed)
     t = np.arange(rows)
     a = np.sin(2 * np.pi * t / 16) + 0.05 * rng.standard_normal(rows)
