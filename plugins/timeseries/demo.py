@@ -169,7 +169,7 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 300, seed
 
     # Forecasting: train, forecast from history.nc, score the test split.
     ckpt = _fit("forecast", data / "fields.nc", out_dir / "forecast-run", max_steps, progress, seed,
-                ["--model.val_samples", "4"])
+                ["--model.val_samples", "0"])
     forecast_nc = out_dir / "forecast.nc"
     status = commands.forecast(["--ckpt", str(ckpt), "--input", str(data / "history.nc"), "--samples", "16",
                                 "-o", str(forecast_nc), "--seed", str(seed), "--overwrite"])

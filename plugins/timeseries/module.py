@@ -318,8 +318,8 @@ class ImDiffusionDetector(ConditionalDiffusion):
     """ImDiffusion: anomaly scores from grating-mask imputation errors across denoising steps.
 
     Trained like :class:`ConditionalDiffusion` with ``mask_strategy="grating"`` on windows of
-    ``horizon`` frames (``context`` 0). Scoring imputes each window under the two complementary
-    grating masks, records the model's clean estimate at every denoising step, and scores a time
+    ``horizon`` frames (``context`` 0). Scoring imputes each window under two complementary
+    masks (grating or random, ``score_mask``), records the model's clean estimate at every denoising step, and scores a time
     step by its squared imputation error (mean over its observed series), averaged over the
     last ``ensemble_fraction`` of the steps: the ensemble over steps of Chen et al. 2023, with
     their vote replaced by the mean so the score stays continuous for AUROC/AUPRC.
@@ -330,19 +330,26 @@ class ImDiffusionDetector(ConditionalDiffusion):
     the checkpoint (``data_info["threshold"]``) for ``polydiff timeseries detect``.
 
     Args:
+        score_mask: the masks imputed when scoring: ``grating`` (the two complementary grating
+            masks of whole frames) or ``random`` (two complementary random halves of the
+            entries of each window), ImDiffusion's two masking strategies.
         ensemble_fraction: the share of the last denoising steps whose errors are averaged.
         threshold_quantile: the unsupervised rule's quantile.
         kwargs: :class:`ConditionalDiffusion`'s arguments.
     """
 
     def __init__(self, denoiser: nn.Module, schedule: Schedule | None = None, mask_strategy: MaskStrategy = "grating",
-                 ensemble_fraction: float = 0.5, threshold_quantile: float = 0.99, **kwargs: Any):
+                 score_mask: Literal["grating", "random"] = "grating", ensemble_fraction: float = 0.5,
+                 threshold_quantile: float = 0.99, **kwargs: Any):
         kwargs.setdefault("val_samples", 0)
         super().__init__(denoiser, schedule, mask_strategy=mask_strategy, **kwargs)
         if not 0.0 < ensemble_fraction <= 1.0:
             raise ValueError(f"ensemble_fraction must lie in (0, 1], got {ensemble_fraction}")
         if not 0.0 < threshold_quantile < 1.0:
             raise ValueError(f"threshold_quantile must lie in (0, 1), got {threshold_quantile}")
+        if score_mask not in ("grating", "random"):
+            raise ValueError(f"unknown score_mask {score_mask!r}; valid: grating, random")
+        self.score_mask = score_mask
         self.ensemble_fraction, self.threshold_quantile = float(ensemble_fraction), float(threshold_quantile)
 
     @torch.no_grad()
@@ -366,12 +373,20 @@ class ImDiffusionDetector(ConditionalDiffusion):
         count = torch.zeros(total, dtype=torch.float64)
         values = values.to(self.device, torch.float32)
         jobs = [(s, phase) for s in starts for phase in (0, 1)]
+        masks = {}  # per window, the two complementary hidden-entry masks
+        for s in starts:
+            if self.score_mask == "grating":
+                first = self.grating_mask(length, 0)[:, None].expand(length, n)
+            else:
+                first = torch.rand(length, n, generator=None if generator is None or generator.device.type != "cpu"
+                                   else generator) < 0.5
+            masks[s] = (first, ~first)
         for i in range(0, len(jobs), batch_windows):
             chunk = jobs[i:i + batch_windows]
             x = torch.stack([values[s:s + length] for s, _ in chunk])
             observed = torch.isfinite(x)
             x = torch.where(observed, x, torch.zeros_like(x))
-            hidden = torch.stack([self.grating_mask(length, phase, x.device) for _, phase in chunk])[:, :, None]
+            hidden = torch.stack([masks[s][phase] for s, phase in chunk]).to(x.device)  # (W, L, N)
             known = observed & ~hidden
             errors: list[Tensor] = []
 
@@ -382,7 +397,7 @@ class ImDiffusionDetector(ConditionalDiffusion):
                         steps=steps, callback=record)
             err = torch.stack(errors[-keep:]).mean(0).double().cpu()  # (W, L)
             per = (observed & hidden).sum(-1).clamp(min=1).double().cpu()
-            frame_hidden = hidden[:, :, 0].cpu()
+            frame_hidden = hidden.any(-1).cpu()
             for (s, _), e, p, hmask in zip(chunk, err, per, frame_hidden):
                 idx = torch.arange(s, s + length)[hmask]
                 score_sum[idx] += (e / p)[hmask]

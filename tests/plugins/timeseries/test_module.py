@@ -621,3 +621,28 @@ def test_evaluate_forecasters_refuses_models_of_other_data(trained):
         evaluate_forecasters({"m": model, "other": other}, path)
     with pytest.raises(ValueError, match="split must be val or test"):
         evaluate_forecasters({"m": model}, path, split="train")
+
+
+def test_imdiffusion_random_score_masks_hide_every_entry_once():
+    """With random masks each frame is half hidden in each of the two passes; the frame's score is
+    the mean of the two passes' errors over their hidden entries (exact x0 stub)."""
+    length, n, total = 6, 4, 12
+    pattern = torch.zeros(length, n)
+    model = ImDiffusionDetector(_FramePattern(pattern), VPCosine(), score_mask="random", sampler="ddim", sample_steps=2)
+    model.data_info = {"context": 0, "horizon": length}
+    values = torch.randn(total, n, generator=_gen(3))
+    scores = model.anomaly_scores(values, generator=_gen(0))
+    # Regenerate the masks as anomaly_scores draws them: one (L, N) draw per window, in order.
+    g = _gen(0)
+    expected = torch.zeros(total, dtype=F64)
+    for s in (0, 6):
+        first = torch.rand(length, n, generator=g) < 0.5
+        sq = values[s:s + length].double() ** 2  # the stub predicts 0 everywhere
+        means = [(sq * m).sum(-1) / m.sum(-1).clamp(min=1) for m in (first, ~first)]
+        frames = [m.any(-1) for m in (first, ~first)]
+        num = sum(torch.where(f, v, torch.zeros_like(v)) for v, f in zip(means, frames))
+        den = sum(f.double() for f in frames)
+        expected[s:s + length] = num / den.clamp(min=1)
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="score_mask"):
+        ImDiffusionDetector(_FramePattern(pattern), score_mask="checkerboard")
