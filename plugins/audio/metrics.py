@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from polydiff.score import Score
+
 __all__ = [
     "SI_SDR_CAP_DB",
     "PESQ_RATE",
@@ -80,36 +82,6 @@ _METRIC_LABELS = {"si_sdr": "SI-SDR (dB)", "pesq": "PESQ (WB)", "estoi": "ESTOI"
 
 Pair = tuple[str, str | os.PathLike[str], str | os.PathLike[str], str | os.PathLike[str] | None]
 """``(name, clean_path, estimate_path, noisy_path or None)``, one file to score."""
-
-
-class Score(float):
-    """A metric value that remembers why it is NaN.
-
-    Behaves as a plain ``float`` everywhere (arithmetic, formatting, comparisons); ``reason`` is
-    ``None`` for a defined value and a short explanation when the metric is undefined for its
-    input (the value is then NaN).
-    """
-
-    __slots__ = ("reason",)
-
-    def __new__(cls, value: float, reason: str | None = None) -> Score:
-        self = super().__new__(cls, value)
-        self.reason = reason
-        return self
-
-    @classmethod
-    def undefined(cls, reason: str) -> Score:
-        """A NaN score with its reason."""
-        return cls(math.nan, reason)
-
-    def __repr__(self) -> str:
-        value = float.__repr__(self)
-        return value if self.reason is None else f"Score({value}, reason={self.reason!r})"
-
-    __str__ = float.__repr__
-
-    def __reduce__(self):  # __slots__ on a float subclass needs this to pickle the reason too
-        return (type(self), (float(self), self.reason))
 
 
 # --- input checks ----------------------------------------------------------------------------

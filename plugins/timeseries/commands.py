@@ -191,6 +191,17 @@ def _device(name: str) -> str:
     return name
 
 
+def _prepare(opts: argparse.Namespace) -> tuple[str, int]:
+    """The device, and 0 — or the exit status for an unusable device (2) or a refused output (1)."""
+    try:
+        device = _device(opts.device)
+        _check_output(opts.output, [opts.input, opts.ckpt], opts.overwrite)
+    except (ValueError, _Refused) as exc:
+        _fail(str(exc))
+        return "", 2 if isinstance(exc, ValueError) else 1
+    return device, 0
+
+
 # --- forecast -----------------------------------------------------------------------------------
 def forecast(argv: Sequence[str]) -> int:
     """``polydiff timeseries forecast --ckpt M.ckpt --input HISTORY -o FC.nc``."""
@@ -222,12 +233,9 @@ def forecast(argv: Sequence[str]) -> int:
     if any(not 0 < q < 1 for q in quantiles) or opts.samples < 1:
         _fail("quantiles must lie in (0, 1) and --samples be positive")
         return 2
-    try:
-        device = _device(opts.device)
-        _check_output(opts.output, [opts.input, opts.ckpt], opts.overwrite)
-    except (ValueError, _Refused) as exc:
-        _fail(str(exc))
-        return 2 if isinstance(exc, ValueError) else 1
+    device, status = _prepare(opts)
+    if status:
+        return status
     import numpy as np
     import torch
 
@@ -306,12 +314,9 @@ def detect(argv: Sequence[str]) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     opts = parser.parse_args(list(argv))
-    try:
-        device = _device(opts.device)
-        _check_output(opts.output, [opts.input, opts.ckpt], opts.overwrite)
-    except (ValueError, _Refused) as exc:
-        _fail(str(exc))
-        return 2 if isinstance(exc, ValueError) else 1
+    device, status = _prepare(opts)
+    if status:
+        return status
     import numpy as np
     import pandas as pd
     import torch
