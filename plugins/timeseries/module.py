@@ -148,10 +148,16 @@ class TimeSeriesModel(DiffusionModule):
         return self.compute_loss(parts, denoiser=self.sampling_denoiser(), generator=generator, drop_cond=False)
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_step(batch, batch_idx, dataloader_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation_step(batch, batch_idx, dataloader_idx, "test")
+
+    def _evaluation_step(self, batch: Any, batch_idx: int, dataloader_idx: int, prefix: str) -> None:
         parts = self.unpack_batch(batch)
         x0 = parts["x0"]
         generator = self._val_generator(batch_idx, dataloader_idx, x0.device)
-        self.log("val/loss", self.validation_loss(parts, generator), prog_bar=True, batch_size=x0.shape[0])
+        self.log(f"{prefix}/loss", self.validation_loss(parts, generator), prog_bar=True, batch_size=x0.shape[0])
         if self.val_samples <= 0 or batch_idx >= self.val_sample_batches or self.context == 0:
             return
         from polydiff_timeseries.metrics import forecast_scores
@@ -162,7 +168,7 @@ class TimeSeriesModel(DiffusionModule):
         truth = torch.where(batch["observed"][:, c:], x0[:, c:], torch.full_like(x0[:, c:], float("nan")))
         scores = forecast_scores(fc.transpose(0, 1).cpu().numpy(), truth.cpu().numpy())
         for key in ("crps", "mse"):
-            self.log(f"val/{key}", float(scores[key]), batch_size=x0.shape[0])
+            self.log(f"{prefix}/{key}", float(scores[key]), batch_size=x0.shape[0])
 
 
 class ConditionalDiffusion(TimeSeriesModel):

@@ -296,3 +296,16 @@ def test_make_demo_data_refuses_to_overwrite_without_running_the_solver(tmp_path
     assert "fields.nc" in err and "--overwrite" in err
     assert (out / "fields.nc").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == ["fields.nc"]
+
+
+def test_lightning_test_command_scores_the_test_split(forecaster, tmp_path, capsys):
+    """``polydiff timeseries test`` runs the test split through the same loss and forecast scores."""
+    ckpt, data = forecaster
+    status = main(["timeseries", "test", "-c", "forecast", "--data.path", str(data), "--data.context", "4",
+                   "--data.horizon", "4", "--data.coarsen", "1", "--data.batch_size", "8", *TINY_NET,
+                   "--model.val_samples", "2", "--trainer.limit_test_batches", "1", "--trainer.logger", "false",
+                   "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+                   "--ckpt_path", str(ckpt)])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "test/crps" in out and "test/loss" in out and "test/mse" in out
