@@ -469,25 +469,51 @@ class _FramePattern(nn.Module):
         return self.pattern.to(x.dtype).expand_as(x)
 
 
-def test_imdiffusion_scores_are_the_imputation_errors_by_hand():
+def _expected_scores(values, pattern, length, first_masks, center):
+    """Anomaly scores recomputed by hand: windows every length/2 frames (the last one reaching
+    the end), two complementary hidden masks per window, each window's central half counted
+    (plus the outer quarters at the series' ends), per frame the mean squared error over its
+    hidden observed entries, averaged over the windows and masks that count it."""
+    total = values.shape[0]
+    starts = list(range(0, total - length + 1, length // 2))
+    if starts[-1] + length < total:
+        starts.append(total - length)
+    quarter = length // 4
+    score_sum, count = torch.zeros(total, dtype=F64), torch.zeros(total, dtype=F64)
+    for s, first in zip(starts, first_masks):
+        for hidden in (first, ~first):
+            x = values[s:s + length].double()
+            observed = torch.isfinite(x)
+            x = torch.where(observed, x, torch.zeros_like(x))
+            known = observed & ~hidden
+            if center:
+                x = x - (x * known).sum(0) / known.sum(0).clamp(min=1)
+            for o in range(length):
+                central = quarter <= o < length - quarter or (s == starts[0] and o < quarter) or \
+                    (s == starts[-1] and o >= length - quarter)
+                if not hidden[o].any() or not central:
+                    continue
+                sel = observed[o] & hidden[o]
+                err = ((pattern[o].double() - x[o]) ** 2)[sel].sum() / max(int(sel.sum()), 1)
+                score_sum[s + o] += float(err)
+                count[s + o] += 1
+    return score_sum / count.clamp(min=1), starts
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_imdiffusion_scores_are_the_imputation_errors_by_hand(center):
     length, n, total = 8, 3, 21
     pattern = torch.arange(length * n, dtype=torch.float32).reshape(length, n) / 10.0
-    model = ImDiffusionDetector(_FramePattern(pattern), VPCosine(), grating_width=2, sampler="ddim", sample_steps=4)
+    model = ImDiffusionDetector(_FramePattern(pattern), VPCosine(), grating_width=2, sampler="ddim", sample_steps=4,
+                                center=center)
     model.data_info = {"context": 0, "horizon": length}
     values = torch.randn(total, n, generator=_gen(0))
     values[5, 1] = float("nan")
     values[9, :] = float("nan")  # a frame with nothing observed scores 0
     scores = model.anomaly_scores(values, generator=_gen(0), batch_windows=3)
-    # windows start at 0, 8 and 13 (the last reaches the end); frame t of window s is predicted
-    # pattern[t - s], and every frame is hidden once per window (two complementary phases)
-    total_err, count = torch.zeros(total, dtype=F64), torch.zeros(total, dtype=F64)
-    for s in (0, 8, 13):
-        for t in range(s, s + length):
-            ok = torch.isfinite(values[t])
-            err = ((values[t] - pattern[t - s])[ok] ** 2).sum() / max(int(ok.sum()), 1)
-            total_err[t] += float(err)
-            count[t] += 1
-    expected = total_err / count
+    grating = (torch.arange(length) // 2 % 2 == 0)[:, None].expand(length, n)
+    expected, starts = _expected_scores(values, pattern, length, [grating] * 5, center)
+    assert starts == [0, 4, 8, 12, 13]
     assert scores.shape == (total,) and scores.dtype == F64
     torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
     assert scores[9] == 0
@@ -624,25 +650,33 @@ def test_evaluate_forecasters_refuses_models_of_other_data(trained):
 
 
 def test_imdiffusion_random_score_masks_hide_every_entry_once():
-    """With random masks each frame is half hidden in each of the two passes; the frame's score is
-    the mean of the two passes' errors over their hidden entries (exact x0 stub)."""
-    length, n, total = 6, 4, 12
+    """With random masks each frame is half hidden in each of the two passes (exact x0 stub)."""
+    length, n, total = 8, 4, 16
     pattern = torch.zeros(length, n)
-    model = ImDiffusionDetector(_FramePattern(pattern), VPCosine(), score_mask="random", sampler="ddim", sample_steps=2)
+    model = ImDiffusionDetector(_FramePattern(pattern), VPCosine(), score_mask="random", sampler="ddim",
+                                sample_steps=2, center=False)
     model.data_info = {"context": 0, "horizon": length}
     values = torch.randn(total, n, generator=_gen(3))
     scores = model.anomaly_scores(values, generator=_gen(0))
-    # Regenerate the masks as anomaly_scores draws them: one (L, N) draw per window, in order.
-    g = _gen(0)
-    expected = torch.zeros(total, dtype=F64)
-    for s in (0, 6):
-        first = torch.rand(length, n, generator=g) < 0.5
-        sq = values[s:s + length].double() ** 2  # the stub predicts 0 everywhere
-        means = [(sq * m).sum(-1) / m.sum(-1).clamp(min=1) for m in (first, ~first)]
-        frames = [m.any(-1) for m in (first, ~first)]
-        num = sum(torch.where(f, v, torch.zeros_like(v)) for v, f in zip(means, frames))
-        den = sum(f.double() for f in frames)
-        expected[s:s + length] = num / den.clamp(min=1)
+    g = _gen(0)  # the masks are drawn first, one (L, N) draw per window in order
+    firsts = [torch.rand(length, n, generator=g) < 0.5 for _ in range(3)]
+    expected, starts = _expected_scores(values, pattern, length, firsts, center=False)
+    assert starts == [0, 4, 8]
     torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="score_mask"):
         ImDiffusionDetector(_FramePattern(pattern), score_mask="checkerboard")
+
+
+def test_imdiffusion_centres_training_windows_on_their_known_entries():
+    model = ImDiffusionDetector(ForecastDenoiser(**TINY), VPCosine(), grating_width=2)
+    model.data_info = {"context": 0, "horizon": 8}
+    x0 = torch.randn(4, 8, 3, generator=_gen(1)) + 5.0  # far from the training mean, as a trend leaves it
+    parts = model.unpack_batch({"x0": x0, "observed": torch.ones_like(x0, dtype=torch.bool)})
+    known = parts["known_mask"].double()
+    known_mean = (parts["x0"].double() * known).sum(1) / known.sum(1)
+    torch.testing.assert_close(known_mean, torch.zeros_like(known_mean), atol=1e-5, rtol=0)
+    assert torch.equal(parts["known"].values, parts["x0"])
+    torch.testing.assert_close(parts["x0"] - x0, (parts["x0"] - x0)[:, :1].expand_as(x0))  # one shift per window and series
+    plain = ImDiffusionDetector(ForecastDenoiser(**TINY), VPCosine(), center=False)
+    plain.data_info = model.data_info
+    assert torch.equal(plain.unpack_batch({"x0": x0, "observed": torch.ones_like(x0, dtype=torch.bool)})["x0"], x0)
