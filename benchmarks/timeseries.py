@@ -77,12 +77,18 @@ def _checkpoint(run: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _portable(text: str) -> str:
+    """A command line with this checkout's location left out (paths relative to the repository)."""
+    return text.replace(f"{ROOT}/", "")
+
+
 def train(job: tuple[str, str, str, list[str], int], work: Path, data: Path) -> dict:
     name, config, file, overrides, steps = job
     run = work / "runs" / name
     done = run / "done.json"
     if done.exists():
-        return json.loads(done.read_text())
+        record = json.loads(done.read_text())
+        return {**record, "command": _portable(record["command"])}
     run.mkdir(parents=True, exist_ok=True)
     extra = []
     if config == "dyffusion":
@@ -92,7 +98,7 @@ def train(job: tuple[str, str, str, list[str], int], work: Path, data: Path) -> 
                "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
                "--trainer.default_root_dir", str(run)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log(f"train {name}: {' '.join(command[3:])}")
+    log(f"train {name}: {_portable(' '.join(command[3:]))}")
     start = time.perf_counter()
     with open(run / "train.log", "w") as out:
         rc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
@@ -101,7 +107,7 @@ def train(job: tuple[str, str, str, list[str], int], work: Path, data: Path) -> 
     if rc != 0 or ckpt is None:
         raise RuntimeError(f"training {name} failed (exit {rc}); see {run / 'train.log'}")
     record = {"name": name, "config": config, "steps": steps, "seconds": round(seconds, 1),
-              "checkpoint": str(ckpt.relative_to(work)), "command": " ".join(["polydiff", *command[3:]])}
+              "checkpoint": str(ckpt.relative_to(work)), "command": _portable(" ".join(["polydiff", *command[3:]]))}
     done.write_text(json.dumps(record, indent=1) + "\n")
     log(f"trained {name} in {seconds / 60:.1f} min")
     return record
