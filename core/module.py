@@ -101,7 +101,8 @@ class DiffusionModule(pl.LightningModule):
     Batches are mappings with ``"x0"`` and optionally ``"cond"`` (passed to the denoiser),
     ``"y"`` (the signal a bridge schedule drifts toward), ``"loss_mask"`` (per element, a prefix
     of ``x0``'s shape, bool or float) and ``"known"`` (a
-    :class:`~polydiff.samplers.KnownValues` used when sampling in validation); override
+    :class:`~polydiff.samplers.KnownValues` used when sampling in validation; in ``clean`` mode
+    its entries are also trained at t = 0, as sampling hands them to the denoiser); override
     :meth:`unpack_batch` for other layouts.
 
     Args:
@@ -303,6 +304,12 @@ class DiffusionModule(pl.LightningModule):
         denoiser = self.denoiser if denoiser is None else denoiser
         x0, cond, y, mask = batch["x0"], batch.get("cond"), batch.get("y"), batch.get("loss_mask")
         t = self.sample_times(x0, generator)
+        known = batch.get("known")
+        if known is not None and known.mode == "clean":
+            # Entries a "clean" known-values mask hands to the denoiser sit at t = 0 when sampling,
+            # so training shows them the same way (CSDI); they carry no loss at sigma = 0.
+            t = torch.where(known.mask.to(x0.device), torch.zeros((), dtype=torch.float64, device=x0.device),
+                            time_like(t, x0)).expand(x0.shape)
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         x_t = self.schedule.corrupt(x0, t, noise, y)
         if drop_cond and self.cond_dropout > 0 and cond is not None:

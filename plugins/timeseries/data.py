@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 __all__ = [
     "DataError", "open_source", "check_time", "Layout", "Standardizer", "WindowDataset", "WindowDataModule",
-    "time_step", "future_times", "NETCDF_SUFFIXES", "TABLE_SUFFIXES",
+    "time_step", "future_times", "split_bounds", "NETCDF_SUFFIXES", "TABLE_SUFFIXES",
 ]
 
 NETCDF_SUFFIXES = (".nc", ".nc4", ".cdf", ".netcdf", ".h5", ".hdf5")
@@ -234,6 +234,14 @@ def future_times(times: np.ndarray, horizon: int) -> np.ndarray:
     last = times[-1]
     out = [last + step * (k + 1) for k in range(horizon)]
     return np.array(out, dtype=times.dtype)
+
+
+def split_bounds(n_frames: int, val_fraction: float, test_fraction: float) -> dict[str, tuple[int, int]]:
+    """Chronological frame ranges ``[start, stop)`` of the train, val and test splits."""
+    n_test = int(round(n_frames * test_fraction))
+    n_val = int(round(n_frames * val_fraction))
+    n_train = n_frames - n_val - n_test
+    return {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n_frames)}
 
 
 # --- layout -------------------------------------------------------------------------------------
@@ -535,10 +543,7 @@ class WindowDataModule(pl.LightningDataModule):
 
     def split_bounds(self, n_frames: int) -> dict[str, tuple[int, int]]:
         """Frame ranges ``[start, stop)`` of the train, val and test splits."""
-        n_test = int(round(n_frames * self.test_fraction))
-        n_val = int(round(n_frames * self.val_fraction))
-        n_train = n_frames - n_val - n_test
-        return {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n_frames)}
+        return split_bounds(n_frames, self.val_fraction, self.test_fraction)
 
     def open(self) -> Any:
         """The (coarsened) source Dataset, opened lazily."""

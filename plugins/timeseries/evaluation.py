@@ -73,7 +73,7 @@ def evaluate_forecasters(
         ``{"windows", "units", "methods": {name: scores + seconds_per_window, nfe}}``.
     """
     from polydiff_timeseries.baselines import Climatology, persistence_forecast
-    from polydiff_timeseries.data import DataError, Layout, Standardizer, coarsen_dataset, open_source
+    from polydiff_timeseries.data import DataError, Layout, Standardizer, coarsen_dataset, open_source, split_bounds
     from polydiff_timeseries.metrics import forecast_scores
     from polydiff_timeseries.module import Deterministic
 
@@ -95,8 +95,7 @@ def evaluate_forecasters(
     n = raw.shape[0]
     val_fraction = info.get("val_fraction", 0.1) if val_fraction is None else val_fraction
     test_fraction = info.get("test_fraction", 0.2) if test_fraction is None else test_fraction
-    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
-    bounds = {"train": (0, n - n_val - n_test), "val": (n - n_val - n_test, n - n_test), "test": (n - n_test, n)}
+    bounds = split_bounds(n, val_fraction, test_fraction)
     if split not in ("val", "test"):
         raise ValueError(f"split must be val or test, got {split!r}")
     c, h = int(info["context"]), int(info["horizon"])

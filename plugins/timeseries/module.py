@@ -206,7 +206,6 @@ class ConditionalDiffusion(TimeSeriesModel):
         self.grating_width = int(grating_width)
         self.rolling_prob, self.rolling_width = float(rolling_prob), float(rolling_width)
         self.val_samples = int(val_samples)
-        self._known_mask: Tensor | None = None
 
     # --- masks --------------------------------------------------------------------------------
     def grating_mask(self, length: int, phase: int, device: Any = None) -> Tensor:
@@ -253,15 +252,7 @@ class ConditionalDiffusion(TimeSeriesModel):
                      known=KnownValues(x0, known, mode="clean"))
         return parts
 
-    # --- training times -----------------------------------------------------------------------
-    def compute_loss(self, batch: Any, **kwargs: Any) -> Tensor:
-        # sample_times needs the known entries (they sit at t = 0); the core passes it only x0.
-        self._known_mask = batch.get("known_mask")
-        try:
-            return super().compute_loss(batch, **kwargs)
-        finally:
-            self._known_mask = None
-
+    # --- training times (the core puts the known entries at t = 0) ---------------------------
     def sample_times(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         b, length, n = x0.shape
         t = self.schedule.sample_t(b, generator=generator, device=x0.device).to(torch.float64)
@@ -274,8 +265,6 @@ class ConditionalDiffusion(TimeSeriesModel):
             frames = rolling_times(progress, width, length - c) * float(self.schedule.t_max)
             staggered = torch.cat([frames[:, :1].expand(b, c), frames], dim=1)  # context frames are known anyway
             times = torch.where(roll.view(b, 1, 1), staggered.view(b, length, 1).expand(b, length, n), times)
-        if self._known_mask is not None:
-            times = torch.where(self._known_mask, torch.zeros_like(times), times)
         return times
 
     # --- forecasting --------------------------------------------------------------------------

@@ -413,3 +413,33 @@ def test_sampler_options_are_checked_and_reach_the_sampler():
     assert not torch.equal(run(deterministic), run(stochastic))
     # A per-call option overrides the configured one: eta = 0 makes the two modules agree.
     assert torch.equal(run(deterministic), run(stochastic, eta=0.0))
+
+
+class _TimeProbe(nn.Module):
+    """An eps-denoiser that records the times it is called with and predicts zero."""
+
+    prediction = "eps"
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.times = None
+
+    def forward(self, x, t, cond=None):
+        self.times = t
+        return x * self.w
+
+
+def test_clean_known_entries_are_trained_at_time_zero_and_replace_ones_are_not():
+    from polydiff.samplers import KnownValues
+
+    x0 = torch.randn(8, 5, 3, generator=_gen(2))
+    mask = torch.zeros(8, 5, 3, dtype=torch.bool)
+    mask[:, :2] = True  # the first two frames are given
+    for mode, zero_at_known in (("clean", True), ("replace", False)):
+        probe = _TimeProbe()
+        module = DiffusionModule(probe, schedule=VPLinear())
+        module.compute_loss({"x0": x0, "known": KnownValues(x0, mask, mode=mode)}, generator=_gen(0))
+        t = probe.times.reshape(*probe.times.shape, *([1] * (3 - probe.times.ndim))).expand(8, 5, 3)
+        assert (t[~mask] > 0).all()
+        assert bool((t[mask] == 0).all()) is zero_at_known

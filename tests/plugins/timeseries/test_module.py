@@ -161,7 +161,6 @@ def test_training_times_are_exactly_zero_at_known_entries():
     assert known.any() and (~known).any()
     assert (t[known] == 0).all()
     assert (t[~known] > 0).all()
-    assert model._known_mask is None  # not kept after the loss
 
 
 def test_rolling_training_times_stagger_the_target_frames():
