@@ -55,6 +55,7 @@ def sample_categorical(
     generator: torch.Generator | None = None,
     callback: Callable[[CategoricalStep], State | None] | None = None,
     constrain: Callable[[State], State | None] | None = None,
+    limits: Callable[[State, State], Any] | None = None,
 ) -> State:
     """Ancestral sampling over categorical posteriors (D3PM's x0-parameterised reverse process).
 
@@ -80,6 +81,11 @@ def sample_categorical(
             conditional probabilities (same structure and shapes) or None.
         constrain: called with the new state after each draw; may return a replacement state
             (e.g. edge classes made symmetric) or None.
+        limits: for forward processes whose limit depends on the clean data (per-element limits,
+            see :meth:`CategoricalSchedule.element_limit`): called each step with the state and
+            the predicted clean-class probabilities (after the callback), it returns the
+            per-element limits to use in that step's posteriors, structured like ``x`` (``None``
+            for a component keeps its schedule's ``m``). Both guidance branches use them.
 
     Returns:
         The state at the last time of ``grid``, structured like ``x``.
@@ -112,8 +118,10 @@ def sample_categorical(
     def checked(probs: Any, source: str) -> tuple[Tensor, ...]:  # for the current xs, index and t
         return _check_probs(probs, xs, schedules, is_tuple, f"{source} at step {index} (t={t:.4g})")
 
-    def posteriors(probs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:  # p(x_s | x_t) of this step
-        return tuple(sch.posterior_probs(xc, pc, t, t_next) for sch, xc, pc in zip(schedules, xs, probs))
+    def posteriors(probs: tuple[Tensor, ...], ms: tuple[Any, ...]) -> tuple[Tensor, ...]:  # p(x_s | x_t)
+        return tuple(
+            sch.posterior_probs(xc, pc, t, t_next, limit=m) for sch, xc, pc, m in zip(schedules, xs, probs, ms)
+        )
 
     guided = guidance != 1.0 and cond is not None
     for index, (t, t_next) in enumerate(zip(times[:-1], times[1:])):
@@ -128,9 +136,16 @@ def sample_categorical(
             replaced = callback(CategoricalStep(index, t, t_next, pack(xs), pack(probs)))
             if replaced is not None:
                 probs = checked(replaced, "probabilities from the callback")
-        steps = posteriors(probs)
+        ms: tuple[Any, ...] = (None,) * len(xs)
+        if limits is not None:
+            given = limits(pack(xs), pack(probs))
+            if given is not None:
+                ms = tuple(given) if is_tuple else (given,)
+                if len(ms) != len(xs):
+                    raise ValueError(f"limits at step {index}: expected {len(xs)} components, got {len(ms)}")
+        steps = posteriors(probs, ms)
         if guided:
-            steps = tuple(_guide(pc, pu, guidance) for pc, pu in zip(steps, posteriors(probs_u)))
+            steps = tuple(_guide(pc, pu, guidance) for pc, pu in zip(steps, posteriors(probs_u, ms)))
         xs = tuple(draw_classes(p, generator) for p in steps)
         if constrain is not None:
             replaced = constrain(pack(xs))

@@ -148,13 +148,15 @@ class CategoricalSchedule:
         """
         return self._transition(self._keep_ratio(t, s))
 
-    def marginal_probs(self, x0_probs: Tensor, t: Tensor | float) -> Tensor:
+    def marginal_probs(self, x0_probs: Tensor, t: Tensor | float, limit: Tensor | None = None) -> Tensor:
         """Probabilities of ``x_t`` given a distribution over ``x0``: ``p(x_t) = p(x0) Q̄_t``.
 
         Args:
             x0_probs: a distribution over the clean class (a one-hot for a known class).
             t: one time, one per sample ``(B,)``, or per element (a prefix of ``x0_probs``'s
                 shape without the class dimension).
+            limit: optional per-element limit distributions replacing ``m`` (see
+                :meth:`element_limit`).
 
         Returns:
             The probabilities of ``x_t``, in ``x0_probs``'s floating dtype (float64 otherwise).
@@ -165,10 +167,13 @@ class CategoricalSchedule:
         self._check_probs_shape(x0_probs)
         p = x0_probs.to(torch.float64)
         ab = self.alpha_bar(time_like(t, p[..., 0])).unsqueeze(-1)
-        out = ab * p + (1 - ab) * p.sum(-1, keepdim=True) * self._limit.to(p.device)
+        m = self.element_limit(limit, p.shape, p.device)
+        out = ab * p + (1 - ab) * p.sum(-1, keepdim=True) * m
         return out.to(x0_probs.dtype if x0_probs.is_floating_point() else torch.float64)
 
-    def corrupt(self, x0: Tensor, t: Tensor | float, generator: torch.Generator | None = None) -> Tensor:
+    def corrupt(
+        self, x0: Tensor, t: Tensor | float, generator: torch.Generator | None = None, limit: Tensor | None = None
+    ) -> Tensor:
         """Draw ``x_t ~ q(x_t | x0)``: keep each class with probability ``ᾱ_t``, else redraw from ``m``.
 
         Args:
@@ -176,6 +181,8 @@ class CategoricalSchedule:
             t: one time, one per sample ``(B,)`` (broadcast over the remaining dimensions), or
                 per element with ``x0``'s shape.
             generator: the source of randomness.
+            limit: optional per-element limit distributions replacing ``m`` (see
+                :meth:`element_limit`): a redrawn element comes from its own limit.
 
         Shapes:
             x0: ``(B, ...)`` long; returns ``(B, ...)`` long.
@@ -184,7 +191,10 @@ class CategoricalSchedule:
         keep_prob = self.alpha_bar(time_like(t, x0))
         # uniform draws lie in [0, 1), so ᾱ = 1 always keeps and ᾱ = 0 never does
         keep = torch.rand(x0.shape, generator=generator, dtype=torch.float64, device=x0.device) < keep_prob
-        noise = self.prior_sample(x0.shape, generator=generator, device=x0.device)
+        if limit is None:
+            noise = self.prior_sample(x0.shape, generator=generator, device=x0.device)
+        else:
+            noise = draw_classes(self.element_limit(limit, (*x0.shape, self.num_classes), x0.device), generator)
         return torch.where(keep, x0, noise)
 
     def prior_sample(
@@ -206,7 +216,7 @@ class CategoricalSchedule:
 
     # --- the reverse process ----------------------------------------------------------------
     def posterior_probs(
-        self, x_t: Tensor, x0_probs: Tensor, t: Tensor | float, s: Tensor | float
+        self, x_t: Tensor, x0_probs: Tensor, t: Tensor | float, s: Tensor | float, limit: Tensor | None = None
     ) -> Tensor:
         """``p(x_s | x_t) = Σ_{x0} p̂(x0) q(x_s | x_t, x0)`` for ``s <= t`` (D3PM's x0-parameterisation).
 
@@ -227,6 +237,8 @@ class CategoricalSchedule:
             x0_probs: predicted clean-class probabilities (need not be normalised).
             t: current time; one, per sample ``(B,)`` or per element.
             s: earlier time, shaped like ``t``.
+            limit: optional per-element limit distributions replacing ``m`` (see
+                :meth:`element_limit`); the formula is the same with each element's own ``m``.
 
         Returns:
             Normalised probabilities of ``x_s``, in ``x0_probs``'s floating dtype.
@@ -241,13 +253,13 @@ class CategoricalSchedule:
                 f"{tuple(x_t.shape)}: expected {(*x_t.shape, self.num_classes)}"
             )
         p = x0_probs.to(torch.float64)
-        m = self._limit.to(p.device)
+        m = self.element_limit(limit, p.shape, p.device)
         tt, ss = time_like(t, x_t), time_like(s, x_t)
         ab_t = self.alpha_bar(tt).unsqueeze(-1)
         ab_s = self.alpha_bar(ss).unsqueeze(-1)
         keep = self._keep_ratio(tt, ss).unsqueeze(-1)
         is_xt = torch.nn.functional.one_hot(x_t, self.num_classes).to(torch.float64)
-        m_xt = m[x_t].unsqueeze(-1)
+        m_xt = m.gather(-1, x_t.unsqueeze(-1))
         likelihood = ab_t * is_xt + (1 - ab_t) * m_xt  # q(x_t | x0 = i) over i
         backward = keep * is_xt + (1 - keep) * m_xt  # q(x_t | x_s = a) over a
         consistent = likelihood > 0
@@ -261,6 +273,38 @@ class CategoricalSchedule:
         ignore_xt = ab_s * p / p.sum(-1, keepdim=True) + (1 - ab_s) * m
         out = torch.where(total > 0, out / torch.where(total > 0, total, 1.0), ignore_xt)
         return out.to(x0_probs.dtype if x0_probs.is_floating_point() else torch.float64)
+
+    def element_limit(self, limit: Tensor | None, shape: Sequence[int], device=None) -> Tensor:
+        """The limit distribution of every element, ``(*shape[:-1], K)`` float64.
+
+        Without ``limit`` it is the schedule's ``m`` for every element. A ``limit`` of shape
+        broadcastable to ``shape`` gives each element its own stationary distribution (non-negative,
+        normalised here): the forward process of an element is then the same keep-or-redraw
+        chain toward its own ``m``, as when the noise of one variable depends on the clean value
+        of another (Graph DiT's graph-dependent noise, Liu et al. 2024).
+
+        Raises:
+            ValueError: a limit of the wrong class count, negative, non-finite or summing to 0.
+        """
+        shape = tuple(shape)
+        if limit is None:
+            return self._limit.to(device).expand(shape)
+        limit = torch.as_tensor(limit).to(device=device, dtype=torch.float64)
+        if limit.ndim == 0 or limit.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"per-element limits must end with a dimension of size {self.num_classes}, got shape {tuple(limit.shape)}"
+            )
+        if not torch.isfinite(limit).all() or (limit < 0).any():
+            raise ValueError("per-element limits must be finite and non-negative")
+        total = limit.sum(-1, keepdim=True)
+        if (total <= 0).any():
+            raise ValueError("some per-element limits sum to zero")
+        try:
+            return (limit / total).expand(shape)
+        except RuntimeError:
+            raise ValueError(
+                f"per-element limits of shape {tuple(limit.shape)} do not broadcast to {shape}"
+            ) from None
 
     # --- checks -------------------------------------------------------------------------------
     def _check_probs_shape(self, probs: Tensor) -> None:

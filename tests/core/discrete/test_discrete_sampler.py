@@ -318,3 +318,36 @@ def test_bad_calls_are_named():
         sample_categorical(good, schedule, x, grid(2), callback=lambda s: None if s.index == 0 else -s.probs)
     with pytest.raises(ValueError, match="constrain at step 0.*shape"):
         sample_categorical(good, schedule, x, grid(2), constrain=lambda state: state[:1])
+
+
+def test_limits_callback_sets_each_steps_posterior_limits():
+    """Under a per-element limit on class 2, a state in class 0 at t = 0.5 can only have come from a
+    clean 0 (a redraw would give 2), so the step to t = 0 keeps it whatever the (unsure)
+    prediction says; under the schedule's own uniform limit every clean class is consistent and
+    the step draws the prediction itself. ``None`` keeps the schedule's limit."""
+    schedule = UniformTransitions(3)
+
+    class Unsure(nn.Module):
+        def forward(self, x, t, cond):
+            if isinstance(x, tuple):
+                return tuple(torch.full((*c.shape, 3), 1.0 / 3, dtype=torch.float64) for c in x)
+            return torch.full((*x.shape, 3), 1.0 / 3, dtype=torch.float64)
+
+    seen = []
+
+    def limits(state, probs):
+        seen.append(tuple(probs.shape))
+        return torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+
+    start = torch.zeros(3000, 1, dtype=torch.long)
+    half = torch.tensor([0.5, 0.0], dtype=torch.float64)
+    toward = sample_categorical(Unsure(), schedule, start, half, generator=torch.Generator().manual_seed(1),
+                                limits=limits)
+    plain = sample_categorical(Unsure(), schedule, start, half, generator=torch.Generator().manual_seed(1),
+                               limits=lambda state, probs: None)
+    assert seen == [(3000, 1, 3)]
+    assert (toward == 0).all()
+    assert abs((plain == 0).double().mean().item() - 1 / 3) < 0.03
+    with pytest.raises(ValueError, match="limits at step 0"):
+        sample_categorical(Unsure(), (schedule, schedule), (start, start), grid(2),
+                           limits=lambda state, probs: (None,))

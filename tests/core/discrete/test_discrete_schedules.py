@@ -267,3 +267,60 @@ def test_schedules_are_immutable():
     assert schedule.limit[0].item() == 0.5
     expected = "AbsorbingTransitions(num_classes=3, s=0.008, mask_index=2)"
     assert repr(AbsorbingTransitions(3, mask_index=2)) == expected
+
+
+# --- per-element limits ------------------------------------------------------------------------------
+
+
+def brute_force_posterior_with_limit(schedule, x_t: int, p0, t: float, s: float, limit) -> torch.Tensor:
+    """The brute-force posterior of a chain toward ``limit`` instead of the schedule's own."""
+    ab = schedule.alpha_bar
+    q_t = explicit_matrix(ab(t).item(), limit)
+    q_s = explicit_matrix(ab(s).item(), limit)
+    q_ts = explicit_matrix(ab(t).item() / ab(s).item(), limit)
+    out = torch.zeros(limit.numel(), dtype=torch.float64)
+    for x0 in range(limit.numel()):
+        if q_t[x0, x_t] == 0:
+            continue
+        for x_s in range(limit.numel()):
+            out[x_s] += p0[x0] * q_ts[x_s, x_t] * q_s[x0, x_s] / q_t[x0, x_t]
+    return out / out.sum()
+
+
+def test_per_element_limits_give_each_element_its_own_chain():
+    schedule = MarginalTransitions([0.25, 0.25, 0.25, 0.25])
+    limits = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.0, 0.0, 0.5, 0.5], [0.2, 0.3, 0.4, 0.1]], dtype=torch.float64)
+    p0 = random_probs(3, seed=5)
+    x_t = torch.tensor([0, 2, 3])
+    got = schedule.posterior_probs(x_t, p0, 0.7, 0.3, limit=limits)
+    for i in range(3):
+        torch.testing.assert_close(got[i], brute_force_posterior_with_limit(schedule, int(x_t[i]), p0[i], 0.7, 0.3, limits[i]))
+    # marginal_probs follows the element's limit, and unnormalised limits are normalised
+    x0 = torch.nn.functional.one_hot(torch.tensor([1, 1, 1]), 4).double()
+    ab = schedule.alpha_bar(0.6).item()
+    expected = ab * x0 + (1 - ab) * limits
+    torch.testing.assert_close(schedule.marginal_probs(x0, 0.6, limit=3 * limits), expected)
+
+
+def test_corrupt_with_per_element_limits_redraws_from_them():
+    schedule = UniformTransitions(3)
+    limit = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)  # (2, K), broadcast over samples
+    x0 = torch.ones(4000, 2, dtype=torch.long)
+    x_1 = schedule.corrupt(x0, 1.0, torch.Generator().manual_seed(0), limit=limit)
+    assert (x_1[:, 0] == 0).all() and (x_1[:, 1] == 2).all()
+    x_t = schedule.corrupt(x0, 0.5, torch.Generator().manual_seed(1), limit=limit)
+    keep = schedule.alpha_bar(0.5).item()
+    assert abs((x_t[:, 0] == 1).double().mean().item() - keep) < 0.03
+    assert set(x_t[:, 0].tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize("limit, match", [
+    (torch.ones(3), "size 4"),
+    (torch.tensor([1.0, -1.0, 0.5, 0.5]), "non-negative"),
+    (torch.zeros(2, 4), "sum to zero"),
+    (torch.ones(5, 4), "broadcast"),
+])
+def test_bad_per_element_limits_are_named(limit, match):
+    schedule = UniformTransitions(4)
+    with pytest.raises(ValueError, match=match):
+        schedule.posterior_probs(torch.zeros(2, dtype=torch.long), random_probs(2), 0.5, 0.2, limit=limit)
