@@ -100,7 +100,8 @@ def components(adj: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def laplacian_spectrum(adj: Tensor, node_mask: Tensor, k: int = EIGENVALUES) -> Tensor:
-    """The ``k`` smallest eigenvalues of the combinatorial Laplacian of the real nodes.
+    """The ``k`` smallest eigenvalues of the combinatorial Laplacian of the real nodes, divided by
+    the number of real nodes (so a graph's features do not depend on the padding of its batch).
 
     Padding nodes get a large diagonal so that their eigenvalues sort last; missing values
     (graphs with fewer than ``k`` nodes) are 0.
@@ -116,7 +117,7 @@ def laplacian_spectrum(adj: Tensor, node_mask: Tensor, k: int = EIGENVALUES) -> 
     values = torch.where(values >= big - 1e-3, torch.zeros_like(values), values)
     if values.shape[-1] < k:
         values = torch.nn.functional.pad(values, (0, k - values.shape[-1]))
-    return values[..., :k] / n
+    return values[..., :k] / node_mask.sum(-1, keepdim=True).clamp_min(1).to(values.dtype)
 
 
 @torch.no_grad()

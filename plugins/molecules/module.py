@@ -434,10 +434,13 @@ class GraphDiffusion(DiffusionModule):
                 continue
             raw = conditions[spec["name"]]
             if spec["kind"] == "categorical":
+                from polydiff_molecules.data import _category
+
                 categories = [str(c) for c in spec["categories"]]
-                if str(raw) not in categories:
+                raw = _category(raw)  # labelled as the data module labels them: 2.0 is "2"
+                if raw not in categories:
                     raise ValueError(f"condition {spec['name']}={raw!r} is not one of the training categories {categories}")
-                values[i] = float(categories.index(str(raw)))
+                values[i] = float(categories.index(raw))
                 continue
             try:
                 number = float(raw)

@@ -112,7 +112,7 @@ class _Modulation(nn.Module):
 class _Block(nn.Module):
     """One graph-transformer block: edge-modulated attention, then feed-forward layers."""
 
-    def __init__(self, dx: int, de: int, dy: int, heads: int, ff: int, dropout: float):
+    def __init__(self, dx: int, de: int, dy: int, heads: int, ff: int, dropout: float, update_graph: bool = True):
         super().__init__()
         if dx % heads:
             raise ValueError(f"node width {dx} is not divisible by the {heads} heads")
@@ -128,7 +128,9 @@ class _Block(nn.Module):
         self.ff_mod_x, self.ff_mod_e = _Modulation(dy, dx), _Modulation(dy, de)
         self.ff_x = nn.Sequential(nn.Linear(dx, ff * dx), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff * dx, dx))
         self.ff_e = nn.Sequential(nn.Linear(de, ff * de), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff * de, de))
-        self.y_update = nn.Sequential(nn.Linear(dy + dx + de, dy), nn.SiLU(), nn.Linear(dy, dy))
+        # the last block's graph-level vector is not read again, so it has no update (every
+        # parameter gets a gradient, as distributed training requires)
+        self.y_update = nn.Sequential(nn.Linear(dy + dx + de, dy), nn.SiLU(), nn.Linear(dy, dy)) if update_graph else None
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, e: Tensor, y: Tensor, node_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -157,6 +159,8 @@ class _Block(nn.Module):
         x = x * node_mask[:, :, None]
         e = e * pair[..., None]
 
+        if self.y_update is None:
+            return x, e, y
         count = node_mask.sum(-1, keepdim=True).clamp_min(1)
         x_mean = x.sum(1) / count
         e_mean = e.sum((1, 2)) / (count * count)
@@ -192,7 +196,9 @@ class GraphTransformer(nn.Module):
             raise ValueError("all widths, layers, heads and ff must be positive")
         self.dx, self.de, self.dy = int(hidden_nodes), int(hidden_edges), int(hidden_graph)
         self.clusters = int(clusters)
-        self.blocks = nn.ModuleList(_Block(self.dx, self.de, self.dy, heads, ff, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            _Block(self.dx, self.de, self.dy, heads, ff, dropout, update_graph=i < layers - 1) for i in range(layers)
+        )
         self.time_mlp = nn.Sequential(nn.Linear(self.dy, self.dy), nn.SiLU(), nn.Linear(self.dy, self.dy))
         self.graph_in = nn.Linear(GRAPH_FEATURES, self.dy)
         self.num_atom_types: int | None = None
