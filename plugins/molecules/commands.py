@@ -143,7 +143,7 @@ def generate(argv: Sequence[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--baseline", choices=("marginal",), default=None,
                         help="sample the training marginals (atoms and bonds independently) instead of the model")
-    parser.add_argument("--png", type=Path, default=None, help="PNG grid (default: the output with .png)")
+    parser.add_argument("--png", type=Path, default=None, help="PNG grid (default: the output's name + .png)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -157,7 +157,7 @@ def generate(argv: Sequence[str]) -> int:
     if opts.output.suffix.lower() not in (".sdf", ".csv", ".smi", ".smiles"):
         _fail(f"{opts.output}: the output must end in .sdf, .csv or .smi")
         return 2
-    png = opts.png if opts.png is not None else opts.output.with_suffix(".png")
+    png = opts.png if opts.png is not None else opts.output.with_name(opts.output.name + ".png")
     try:
         conditions = parse_conditions(opts.condition)
         device = _device(opts.device)

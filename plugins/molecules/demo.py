@@ -55,7 +55,7 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 400, seed
 
     Args:
         out_dir: everything is written here (``data/``, ``run/``, ``generated.csv``,
-            ``conditional.csv``, ``baseline.csv``, ``generated.png``, ``metrics.json``).
+            ``conditional.csv``, ``baseline.csv`` and a PNG grid beside each (``generated.csv.png``, ...), ``metrics.json``).
         progress: show progress bars.
         max_steps: training steps.
         seed: seed of the data split, the training and the sampling.

@@ -521,7 +521,8 @@ class GraphDiffusion(DiffusionModule):
             atoms, bonds = sample_categorical(
                 self.wrapped(use_ema), (self.atom_schedule, self.bond_schedule), (atoms, bonds), grid,
                 cond=cond if values is not None else {"node_mask": node_mask, "values": None},
-                guidance=self.guidance if guidance is None else float(guidance),
+                # without a condition there is nothing to guide toward (and no second pass to pay)
+                guidance=1.0 if values is None else self.guidance if guidance is None else float(guidance),
                 generator=gen, constrain=constrain, limits=joint_limits if self.noise == "joint" else None,
             )
         finally:

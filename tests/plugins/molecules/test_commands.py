@@ -189,8 +189,8 @@ def test_generate_prints_the_condition_error(trained, tmp_path, capsys):
     line = next(x for x in printed.splitlines() if x.startswith("MAE requested vs achieved"))
     assert achieved, "2-atom graphs should give some valid molecules"
     assert line.endswith(f"qed {sum(abs(a - 0.8) for a in achieved) / len(achieved):.3f}")
-    assert f"{len(achieved)} valid ({len(achieved) / 6:.1%}); grid in {out.with_suffix('.png')}" in printed
-    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"{len(achieved)} valid ({len(achieved) / 6:.1%}); grid in {out.with_name(out.name + '.png')}" in printed
+    assert out.with_name(out.name + ".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_generate_in_batches_reports_progress(trained, tmp_path, capsys):
