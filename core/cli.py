@@ -36,7 +36,7 @@ from polydiff import __version__
 from polydiff.plugin import TRAINER_COMMANDS, Plugin, ResolveError
 from polydiff.registry import ENTRY_POINT_GROUP, PluginError, Registry
 
-__all__ = ["main", "QUICKSTART_MARKER"]
+__all__ = ["main", "fit_for_demo", "QUICKSTART_MARKER"]
 
 QUICKSTART_MARKER = ".polydiff-quickstart"
 """File that marks a folder as ``polydiff quickstart`` output, which a later run may reuse."""
@@ -84,6 +84,47 @@ def main(args: Sequence[str] | None = None, *, registry: Registry | None = None)
     except _UsageError as exc:
         _error(str(exc))
         return 2
+
+
+def fit_for_demo(
+    plugin: str,
+    config: str,
+    run_dir: Path,
+    *,
+    max_steps: int,
+    seed: int = 0,
+    progress: bool = True,
+    args: Sequence[str] = (),
+    registry: Registry | None = None,
+) -> Path:
+    """Train with one of a plugin's bundled configs, as a quickstart demo does, and return the checkpoint.
+
+    Runs ``polydiff <plugin> fit -c <config>`` with ``args`` and the demo's settings (``max_steps``
+    steps, one validation at the end on two batches, no logger or model summary, output under
+    ``run_dir``). A finished run in ``run_dir`` is reused: its newest checkpoint is returned.
+
+    Raises:
+        RuntimeError: the training failed (its exit status is named).
+    """
+    run_dir = Path(run_dir)
+    found = sorted(run_dir.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime) if run_dir.exists() else []
+    if found:
+        return found[-1]
+    status = main([
+        plugin, "fit", "-c", config,
+        "--seed_everything", str(seed),
+        *args,
+        "--trainer.max_steps", str(max_steps),
+        "--trainer.val_check_interval", str(max_steps),
+        "--trainer.limit_val_batches", "2",
+        "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", str(bool(progress)).lower(),
+        "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(run_dir),
+    ], registry=registry)
+    if status != 0:
+        raise RuntimeError(f"training {plugin} with config {config!r} failed (exit status {status})")
+    return sorted(run_dir.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)[-1]
 
 
 def _error(message: str) -> None:

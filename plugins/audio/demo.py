@@ -72,7 +72,7 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 150, file
     """
     import torch
 
-    from polydiff.cli import main as polydiff_main
+    from polydiff.cli import fit_for_demo
 
     from polydiff_audio import commands
     from polydiff_audio.audio_files import read_audio, write_audio
@@ -88,25 +88,8 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 150, file
     if not (corpus / "manifest.json").exists():
         build_demo_corpus(corpus, size="small", tasks=("denoise",), real=False, seed=seed, overwrite=True)
 
-    train_dir = out_dir / "train"
-    checkpoints = sorted(train_dir.rglob("*.ckpt")) if train_dir.exists() else []
-    if not checkpoints:
-        status = polydiff_main([
-            "audio", "fit", "-c", "storm",
-            "--seed_everything", str(seed),
-            "--data.root", str(corpus),
-            "--trainer.max_steps", str(max_steps),
-            "--trainer.val_check_interval", str(max_steps),
-            "--trainer.limit_val_batches", "2",
-            "--trainer.logger", "false",
-            "--trainer.enable_progress_bar", str(bool(progress)).lower(),
-            "--trainer.enable_model_summary", "false",
-            "--trainer.default_root_dir", str(train_dir),
-        ])
-        if status != 0:
-            raise RuntimeError(f"training failed (exit status {status})")
-        checkpoints = sorted(train_dir.rglob("*.ckpt"))
-    checkpoint = checkpoints[-1]
+    checkpoint = fit_for_demo("audio", "storm", out_dir / "train", max_steps=max_steps, seed=seed, progress=progress,
+                              args=["--data.root", str(corpus)])
 
     pairs = pair_files(corpus / "denoise" / "test" / "clean", corpus / "denoise" / "test" / "noisy")[:files]
     enhanced_dir, predictor_dir, wiener_dir = out_dir / "enhanced", out_dir / "predictor", out_dir / "wiener"

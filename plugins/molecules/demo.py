@@ -17,40 +17,22 @@ from typing import Any
 __all__ = ["run_demo"]
 
 
-def _fit(data: Path, run_dir: Path, max_steps: int, progress: bool, seed: int) -> Path:
-    from polydiff.cli import main as polydiff_main
-
-    checkpoints = sorted(run_dir.rglob("*.ckpt")) if run_dir.exists() else []
-    if checkpoints:
-        return checkpoints[-1]
-    status = polydiff_main([
-        "molecules", "fit", "-c", "graph-dit",
-        "--seed_everything", str(seed),
-        "--data.path", str(data),
-        "--data.init_args.conditions", "[qed, logp]",
-        "--model.init_args.denoiser.init_args.hidden_nodes", "64",
-        "--model.init_args.denoiser.init_args.hidden_edges", "16",
-        "--model.init_args.denoiser.init_args.hidden_graph", "64",
-        "--model.init_args.denoiser.init_args.layers", "3",
-        "--model.init_args.denoiser.init_args.heads", "4",
-        "--model.init_args.val_samples", "0",
-        "--model.init_args.ema_decay", "0.99",
-        "--model.init_args.optimizer.init_args.lr", "2.0e-3",
-        "--trainer.max_steps", str(max_steps),
-        "--trainer.val_check_interval", str(max_steps),
-        "--trainer.limit_val_batches", "2",
-        "--trainer.logger", "false",
-        "--trainer.enable_progress_bar", str(bool(progress)).lower(),
-        "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(run_dir),
-    ])
-    if status != 0:
-        raise RuntimeError(f"training failed (exit status {status})")
-    return sorted(run_dir.rglob("*.ckpt"))[-1]
+#: The demo's network: small enough to train a few hundred steps in a minute or two on a CPU.
+_DEMO_ARGS = [
+    "--data.init_args.conditions", "[qed, logp]",
+    "--model.init_args.denoiser.init_args.hidden_nodes", "64",
+    "--model.init_args.denoiser.init_args.hidden_edges", "16",
+    "--model.init_args.denoiser.init_args.hidden_graph", "64",
+    "--model.init_args.denoiser.init_args.layers", "3",
+    "--model.init_args.denoiser.init_args.heads", "4",
+    "--model.init_args.val_samples", "0",
+    "--model.init_args.ema_decay", "0.99",
+    "--model.init_args.optimizer.init_args.lr", "2.0e-3",
+]
 
 
 def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 400, seed: int = 0,
-             per_source: int = 1500) -> dict[str, Any]:
+             per_source: int = 1500, samples: int = 64, sample_steps: int = 50) -> dict[str, Any]:
     """Train briefly on RDKit's molecules, generate, and score against the marginal baseline.
 
     Args:
@@ -60,12 +42,15 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 400, seed
         max_steps: training steps.
         seed: seed of the data split, the training and the sampling.
         per_source: molecules read from each RDKit set.
+        samples: molecules generated per run (model, conditional, baseline).
+        sample_steps: sampling steps.
 
     Returns:
         Validity, uniqueness, novelty and connectedness of the model's and the baseline's
         molecules, the QED/logP MAE of conditional and unconditional samples, and the run's
         details.
     """
+    from polydiff.cli import fit_for_demo
     from polydiff_molecules import commands
     from polydiff_molecules.demo_data import build_demo_data
 
@@ -74,15 +59,16 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 400, seed
     data = out_dir / "data"
     if not (data / "train.csv").exists():
         build_demo_data(data, seed=seed, overwrite=True, limit=per_source)
-    ckpt = _fit(data / "train.csv", out_dir / "run", max_steps, progress, seed)
+    ckpt = fit_for_demo("molecules", "graph-dit", out_dir / "run", max_steps=max_steps, seed=seed, progress=progress,
+                        args=["--data.path", str(data / "train.csv"), *_DEMO_ARGS])
 
     runs = {
-        "generated": ["-n", "64"],
-        "conditional": ["-n", "64", "--condition", "qed=0.8", "--condition", "logp=2.5", "--guidance", "2"],
-        "baseline": ["-n", "64", "--baseline", "marginal"],
+        "generated": ["-n", str(samples)],
+        "conditional": ["-n", str(samples), "--condition", "qed=0.8", "--condition", "logp=2.5", "--guidance", "2"],
+        "baseline": ["-n", str(samples), "--baseline", "marginal"],
     }
     for name, extra in runs.items():
-        status = commands.generate(["--ckpt", str(ckpt), "-o", str(out_dir / f"{name}.csv"), "--steps", "50",
+        status = commands.generate(["--ckpt", str(ckpt), "-o", str(out_dir / f"{name}.csv"), "--steps", str(sample_steps),
                                     "--seed", str(seed), "--overwrite", *extra])
         if status != 0:
             raise RuntimeError(f"generate {name} failed (exit status {status})")

@@ -111,30 +111,6 @@ def plot_anomalies(table: Any, threshold: float | None, path: Path, baseline: An
     return path
 
 
-def _fit(config: str, data: Path, run_dir: Path, max_steps: int, progress: bool, seed: int, extra: list[str]) -> Path:
-    from polydiff.cli import main as polydiff_main
-
-    checkpoints = sorted(run_dir.rglob("*.ckpt")) if run_dir.exists() else []
-    if checkpoints:
-        return checkpoints[-1]
-    status = polydiff_main([
-        "timeseries", "fit", "-c", config,
-        "--seed_everything", str(seed),
-        "--data.path", str(data),
-        *extra,
-        "--trainer.max_steps", str(max_steps),
-        "--trainer.val_check_interval", str(max_steps),
-        "--trainer.limit_val_batches", "2",
-        "--trainer.logger", "false",
-        "--trainer.enable_progress_bar", str(bool(progress)).lower(),
-        "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(run_dir),
-    ])
-    if status != 0:
-        raise RuntimeError(f"training with config {config!r} failed (exit status {status})")
-    return sorted(run_dir.rglob("*.ckpt"))[-1]
-
-
 def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 300, seed: int = 0) -> dict[str, Any]:
     """Train a forecaster and an anomaly detector briefly on the demo data and use them.
 
@@ -155,6 +131,7 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 300, seed
     import pandas as pd
     import xarray as xr
 
+    from polydiff.cli import fit_for_demo
     from polydiff_timeseries import commands
     from polydiff_timeseries.baselines import RollingZScore
     from polydiff_timeseries.data import open_source
@@ -168,8 +145,8 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 300, seed
         commands.build_demo_data(data, frames=600, probe_frames=2400, seed=seed, overwrite=True, progress=progress)
 
     # Forecasting: train, forecast from history.nc, score the test split.
-    ckpt = _fit("forecast", data / "fields.nc", out_dir / "forecast-run", max_steps, progress, seed,
-                ["--model.val_samples", "0"])
+    ckpt = fit_for_demo("timeseries", "forecast", out_dir / "forecast-run", max_steps=max_steps, seed=seed,
+                        progress=progress, args=["--data.path", str(data / "fields.nc"), "--model.val_samples", "0"])
     forecast_nc = out_dir / "forecast.nc"
     status = commands.forecast(["--ckpt", str(ckpt), "--input", str(data / "history.nc"), "--samples", "16",
                                 "-o", str(forecast_nc), "--seed", str(seed), "--overwrite"])
@@ -191,8 +168,8 @@ def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 300, seed
         plot_forecast(history, fc.load(), truth, "vorticity", out_dir / "forecast.png")
 
     # Anomaly detection: ImDiffusion on machine.csv, scored on series.csv.
-    ackpt = _fit("anomaly", data / "machine.csv", out_dir / "anomaly-run", 2 * max_steps, progress, seed,
-                 ["--model.sample_steps", "10"])
+    ackpt = fit_for_demo("timeseries", "anomaly", out_dir / "anomaly-run", max_steps=2 * max_steps, seed=seed,
+                         progress=progress, args=["--data.path", str(data / "machine.csv"), "--model.sample_steps", "10"])
     scores_csv = out_dir / "scores.csv"
     status = commands.detect(["--ckpt", str(ackpt), "--input", str(data / "series.csv"), "-o", str(scores_csv),
                               "--seed", str(seed), "--overwrite"])
