@@ -123,29 +123,41 @@ def load_module(
     plugin: str | None = None,
     use_ema: bool = True,
     allowed_prefixes: Iterable[str] = (),
+    expect: type | None = None,
+    require: Iterable[str] = (),
 ) -> Any:
     """Rebuild a :class:`~polydiff.module.DiffusionModule` from a checkpoint, in eval mode.
 
     The module is instantiated from the checkpoint's recorded model config (the
     ``class_path``/``init_args`` the CLI built it from), its ``state_dict`` is loaded strictly,
     and with ``use_ema`` the EMA weights are copied into the denoiser, so ``module.denoiser``
-    and ``module.sample`` both use them.
+    and ``module.sample`` both use them. The file is read once; the module's
+    ``on_load_checkpoint`` hook then sees the whole checkpoint, as under Lightning, so a plugin's
+    own records (a data description, normalisers) reach the module.
 
     Args:
         path: the ``.ckpt`` file.
         plugin: the plugin the checkpoint must belong to (``None`` accepts any).
         use_ema: copy the EMA weights into the denoiser (when the EMA has been updated).
         allowed_prefixes: further module prefixes whose classes the config may name.
+        expect: the module class (or a base of it) the checkpoint must hold.
+        require: top-level entries the checkpoint must carry, each a mapping (a plugin's own
+            records, e.g. its data description).
 
     Raises:
         CheckpointError: for everything :func:`load_checkpoint` rejects, a checkpoint saved
-            without a model config, a class outside the allowed modules, or a config or
-            ``state_dict`` that does not fit.
+            without a model config, a class outside the allowed modules or other than
+            ``expect``, a missing ``require`` entry, or a config or ``state_dict`` that does not
+            fit.
     """
     from polydiff.module import DiffusionModule
 
     path = Path(path)
     checkpoint = load_checkpoint(path, plugin=plugin)
+    for key in require:
+        if not isinstance(checkpoint.get(key), dict):
+            owner = f"the {plugin} plugin's" if plugin else "the expected"
+            raise CheckpointError(f"{path} has no {key!r} record, so it was not written by {owner} training")
     meta = checkpoint["polydiff"]
     config = meta.get("model_config")
     if config is None:
@@ -165,12 +177,15 @@ def load_module(
     cls = _import_class(path, module_class)
     if not (isinstance(cls, type) and issubclass(cls, DiffusionModule)):
         raise CheckpointError(f"{path}: module class {module_class} is not a polydiff DiffusionModule")
+    if expect is not None and not issubclass(cls, expect):
+        raise CheckpointError(f"{path} holds a {cls.__name__}, not a {expect.__name__}")
 
     module = _instantiate(path, cls, config, allowed)
     try:
         module.load_state_dict(checkpoint["state_dict"], strict=True)
     except (KeyError, RuntimeError) as err:
         raise CheckpointError(f"{path}: the weights do not fit the rebuilt module: {_first_line(err)}") from None
+    module.on_load_checkpoint(checkpoint)
     if use_ema and int(module.ema.num_updates) > 0:
         module.ema.copy_to(module.denoiser)
     module.plugin_name = meta.get("plugin")

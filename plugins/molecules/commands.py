@@ -101,15 +101,10 @@ def load_model(path: Path, device: str = "cpu") -> Any:
         polydiff.checkpoint.CheckpointError: not a checkpoint of this plugin, or one without its
             data description.
     """
-    from polydiff.checkpoint import CheckpointError, load_checkpoint, load_module
+    from polydiff.checkpoint import load_module
     from polydiff_molecules.module import GraphDiffusion
 
-    checkpoint = load_checkpoint(path, plugin="molecules")
-    if not isinstance(checkpoint.get("molecules"), dict):
-        raise CheckpointError(f"{path} has no molecule data description (it was not trained on a MoleculeDataModule)")
-    model = load_module(path, plugin="molecules")
-    if not isinstance(model, GraphDiffusion):
-        raise CheckpointError(f"{path} holds a {type(model).__name__}, not a molecule model")
+    model = load_module(path, plugin="molecules", expect=GraphDiffusion, require=("molecules",))
     return model.to(device).eval()
 
 

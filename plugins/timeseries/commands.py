@@ -150,17 +150,12 @@ def load_model(path: Path, device: str = "cpu") -> Any:
         polydiff.checkpoint.CheckpointError: not a checkpoint of this plugin, or one without its
             data description.
     """
-    from polydiff.checkpoint import CheckpointError, load_checkpoint, load_module
+    from polydiff.checkpoint import CheckpointError, load_module
     from polydiff_timeseries.module import TimeSeriesModel
 
-    checkpoint = load_checkpoint(path, plugin="timeseries")
-    info = checkpoint.get("timeseries")
-    if not isinstance(info, dict) or "layout" not in info:
-        raise CheckpointError(f"{path} has no data description (it was not trained on a WindowDataModule)")
-    model = load_module(path, plugin="timeseries")
-    if not isinstance(model, TimeSeriesModel):
-        raise CheckpointError(f"{path} holds a {type(model).__name__}, not a time-series model")
-    model.data_info = info
+    model = load_module(path, plugin="timeseries", expect=TimeSeriesModel, require=("timeseries",))
+    if "layout" not in model.data_info:
+        raise CheckpointError(f"{path} has no data layout (it was not trained on a WindowDataModule)")
     return model.to(device).eval()
 
 

@@ -268,7 +268,7 @@ def test_foreign_checkpoints_are_refused_with_a_clear_message(trained, tmp_path,
     del checkpoint["molecules"]
     torch.save(checkpoint, stripped)
     assert _generate(stripped, tmp_path / "d.csv") == 1
-    assert "no molecule data description" in capsys.readouterr().err
+    assert "has no 'molecules' record" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("a.csv", "b.csv", "c.csv", "d.csv"))
 
 

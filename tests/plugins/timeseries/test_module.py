@@ -599,7 +599,7 @@ def test_load_model_rejects_other_files(tmp_path, trained):
     del checkpoint["timeseries"]
     bare = tmp_path / "bare.ckpt"
     torch.save(checkpoint, bare)
-    with pytest.raises(CheckpointError, match="no data description"):
+    with pytest.raises(CheckpointError, match="has no .timeseries. record"):
         load_model(bare)
 
 
