@@ -454,8 +454,11 @@ class DiffusionModule(pl.LightningModule):
                 tuple(shape_or_x), y=y, generator=generator, dtype=None if y is not None else self.dtype,
                 device=self.device
             )
+        # Switching modes walks every submodule (about as long as a small network's forward pass
+        # at batch 1), so a module already in eval mode is left as it is.
         was_training = self.training
-        self.eval()
+        if was_training:
+            self.eval()
         try:
             return run_sampler(
                 self.sampling_denoiser(use_ema),
@@ -473,7 +476,8 @@ class DiffusionModule(pl.LightningModule):
                 **merged,
             )
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
 
 
 def _plain_data(value: Any, where: str) -> Any:

@@ -1,0 +1,174 @@
+"""Policy benchmark: Diffusion Policy on Push-T at a CPU budget, with RTI-DP inference and baselines.
+
+::
+
+    python benchmarks/policy.py [--demos 200] [--steps 6000] [--episodes 50] [--work benchmarks/scratch/policy]
+
+Data: ``--demos`` episodes of the scripted expert (environment seeds 0, 1, ...), only the
+successful ones kept, written as a LeRobot dataset.
+
+Training (the same data and number of optimiser steps for both, ``--threads`` CPU threads):
+
+- Diffusion Policy, ``-c pusht`` (CNN variant, 1D temporal U-Net with FiLM; low-dimensional
+  observations: agent position and the T's 8 corners), ``--steps`` steps of 256 chunks;
+- the MLP behaviour-cloning baseline, ``-c pusht-mlp`` (MSE on the same chunks), the same steps.
+
+Evaluation: ``--episodes`` seeded episodes (seeds 100000, 100001, ...; never demonstrated), the
+same seeds for every policy; success (coverage > 95 %), mean maximum coverage, and the latency of
+every action chunk (median and p95, batch 1, ``--eval-threads`` threads). Policies: DDPM over the
+full 100-step grid, DDIM with 10 steps, RTI with 1, 2 and 3 warm-started steps, the MLP baseline,
+and the expert itself.
+
+Training is reused from ``--work`` when it finished. Writes ``benchmarks/results/policy.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import machine_info  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _portable(text: str) -> str:
+    return text.replace(f"{ROOT}/", "")
+
+
+def build_data(work: Path, demos: int) -> dict:
+    done = work / "data.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    command = [sys.executable, "-m", "polydiff", "policy", "make-demo-data", str(work / "data"), "--episodes", str(demos),
+               "--overwrite", "--quiet"]
+    log(f"data: {_portable(' '.join(['polydiff', *command[3:]]))}")
+    out = subprocess.run(command, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"make-demo-data failed:\n{out.stderr}")
+    record = json.loads(out.stdout)
+    record["dataset"] = _portable(record["dataset"])
+    done.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def train(work: Path, config: str, name: str, steps: int, threads: int) -> dict:
+    run = work / name
+    done = run / "done.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    command = [sys.executable, "-m", "polydiff", "policy", "fit", "-c", config, "--data.path", str(work / "data" / "pusht"),
+               "--seed_everything", "0", "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
+               "--trainer.limit_val_batches", "4", "--trainer.enable_progress_bar", "false",
+               "--trainer.default_root_dir", str(run), "--model.init_args.lr_scheduler.init_args.T_max", str(steps)]
+    log(f"train {name}: {_portable(' '.join(['polydiff', *command[3:]]))}")
+    run.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": str(threads)}
+    with open(run / "train.log", "w") as out:
+        rc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    if rc != 0:
+        raise SystemExit(f"training {name} failed (exit status {rc}); see {run / 'train.log'}")
+    ckpts = sorted(run.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    record = {"checkpoint": str(ckpts[-1].relative_to(work)), "minutes": round((time.perf_counter() - started) / 60, 1),
+              "steps": steps, "threads": threads, "command": _portable(" ".join(["polydiff", *command[3:]]))}
+    done.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def rollouts(work: Path, name: str, args: list[str], episodes: int, threads: int) -> dict:
+    target = work / f"eval-{name}"
+    if (target / "metrics.json").exists():
+        return json.loads((target / "metrics.json").read_text())
+    command = [sys.executable, "-m", "polydiff", "policy", "rollout", *args, "-o", str(target), "--episodes", str(episodes),
+               "--threads", str(threads), "--quiet", "--overwrite"]
+    log(f"rollout {name}: {_portable(' '.join(['polydiff', *command[3:]]))}")
+    out = subprocess.run(command, capture_output=True, text=True)
+    if not (target / "metrics.json").exists():
+        raise SystemExit(f"rollout {name} failed (exit status {out.returncode}):\n{out.stderr[-2000:]}")
+    row = json.loads((target / "metrics.json").read_text())
+    row["command"] = _portable(" ".join(["polydiff", *command[3:]]).replace(str(work) + "/", "WORK/"))
+    log(f"  success {row['success_rate']:.3f} coverage {row['mean_max_coverage']:.3f} "
+        f"latency {row.get('latency_median_ms', float('nan')):.1f} ms")
+    return row
+
+
+def build_targets(results: dict) -> list[dict]:
+    ddim, mlp = results["ddim10"], results["mlp"]
+    targets = [dict(name="diffusion policy (DDIM-10) success rate > MLP baseline success rate",
+                    value=ddim["success_rate"], threshold=mlp["success_rate"],
+                    met=bool(ddim["success_rate"] > mlp["success_rate"]))]
+    for k in (1, 2, 3):
+        rti = results[f"rti{k}"]
+        speedup = ddim["latency_median_ms"] / rti["latency_median_ms"]
+        targets.append(dict(name=f"RTI-{k} median chunk latency speed-up over DDIM-10 >= 3x",
+                            value=round(speedup, 2), threshold=3.0, met=bool(speedup >= 3.0)))
+        gap = ddim["success_rate"] - rti["success_rate"]
+        targets.append(dict(name=f"RTI-{k} success rate within 5 points of DDIM-10 (DDIM-10 minus RTI-{k})",
+                            value=round(gap, 3), threshold=0.05, met=bool(gap <= 0.05)))
+    return targets
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demos", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=6000, help="optimiser steps of each policy")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for training")
+    parser.add_argument("--eval-threads", type=int, default=1, help="CPU threads for rollouts (batch-1 inference)")
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "scratch" / "policy")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "policy.json")
+    parser.add_argument("--skip", nargs="*", default=[], help="evaluation rows to skip (e.g. ddpm100)")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    machine = machine_info()
+    data = build_data(args.work, args.demos)
+    log(f"data: {data}")
+    dp = train(args.work, "pusht", "diffusion", args.steps, args.threads)
+    mlp = train(args.work, "pusht-mlp", "mlp", args.steps, args.threads)
+    dp_ckpt, mlp_ckpt = str(args.work / dp["checkpoint"]), str(args.work / mlp["checkpoint"])
+    plan = {
+        "expert": ["--expert", "--videos", "1"],
+        "mlp": ["--ckpt", mlp_ckpt, "--videos", "1"],
+        "ddim10": ["--ckpt", dp_ckpt, "--sampler", "ddim", "--steps", "10", "--videos", "1"],
+        "rti1": ["--ckpt", dp_ckpt, "--sampler", "rti", "--steps", "1", "--videos", "0"],
+        "rti2": ["--ckpt", dp_ckpt, "--sampler", "rti", "--steps", "2", "--videos", "0"],
+        "rti3": ["--ckpt", dp_ckpt, "--sampler", "rti", "--steps", "3", "--videos", "1"],
+        "ddpm100": ["--ckpt", dp_ckpt, "--sampler", "ddpm", "--steps", "100", "--videos", "0"],
+    }
+    results = {}
+    for name, extra in plan.items():
+        if name in args.skip:
+            continue
+        results[name] = rollouts(args.work, name, extra, args.episodes, args.eval_threads)
+    from polydiff_policy.commands import format_table
+
+    print(format_table([{**row, "label": name} for name, row in results.items()]))
+    report = {
+        "command": "python benchmarks/policy.py " + " ".join(sys.argv[1:]),
+        "machine": machine,
+        "budget": {"demos": args.demos, "train_steps": args.steps, "train_threads": args.threads,
+                   "eval_threads": args.eval_threads, "episodes": args.episodes,
+                   "train_minutes": {"diffusion": dp["minutes"], "mlp": mlp["minutes"]},
+                   "total_minutes": round((time.perf_counter() - started) / 60, 1)},
+        "results": {"data": data, "training": {"diffusion": dp, "mlp": mlp}, "rollouts": results},
+        "targets": build_targets(results),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    print(json.dumps(report["targets"], indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
