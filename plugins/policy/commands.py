@@ -60,8 +60,8 @@ def make_demo_data(argv: Sequence[str]) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     opts = parser.parse_args(list(argv))
-    if opts.episodes < 1:
-        _fail("--episodes must be at least 1")
+    if opts.episodes < 1 or opts.workers < 0:
+        _fail("--episodes must be at least 1 and --workers non-negative")
         return 2
     import os
 
@@ -153,8 +153,8 @@ def rollout(argv: Sequence[str]) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace the results in an existing output folder")
     parser.add_argument("--quiet", action="store_true")
     opts = parser.parse_args(list(argv))
-    if opts.episodes < 1 or opts.max_steps < 1 or opts.videos < 0:
-        _fail("--episodes and --max-steps must be positive and --videos non-negative")
+    if opts.episodes < 1 or opts.max_steps < 1 or opts.videos < 0 or opts.threads < 0:
+        _fail("--episodes and --max-steps must be positive, --videos and --threads non-negative")
         return 2
     if (opts.output / "metrics.json").exists() and not opts.overwrite:
         _fail(f"{opts.output / 'metrics.json'} exists; pass --overwrite to replace the results")
@@ -220,7 +220,8 @@ def _expert_rollouts(opts: Any, progress: Any) -> tuple[list[Any], list[Path]]:
                                    steps=len(episode), seconds=time.perf_counter() - started)
         except Exception as err:  # a crashed episode is a failure with its reason
             result = EpisodeResult(seed=seed, success=False, max_coverage=0.0, steps=0,
-                                   seconds=time.perf_counter() - started, error=f"{type(err).__name__}: {err}")
+                                   seconds=time.perf_counter() - started,
+                                   error=f"{type(err).__name__}: {err}".splitlines()[0])
         if i < opts.videos and result.error is None:
             videos.append(write_gif(opts.output / f"episode_{seed}.gif", _replay_frames(seed, episode)))
         results.append(result)

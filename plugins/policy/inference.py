@@ -15,8 +15,10 @@ Inference modes (``mode``):
   ``steps`` DDIM steps, because the solution of the previous control step is already close to
   the new one (the optimal-control idea of warm-starting each solve from the last). The first
   chunk of an episode has no guess and is sampled cold with ``cold_steps`` DDIM steps. By default
-  ``t_start`` is where the last ``steps`` steps of a ``reference_steps``-step uniform DDIM grid
-  begin, so RTI with k steps is "the last k steps of DDIM-N from a warm start". Discrete action
+  ``t_start`` is ``t_max * steps / reference_steps``, where the last ``steps`` steps of a
+  ``reference_steps``-step DDIM grid evenly spaced from ``t_max`` to 0 (diffusers' "trailing"
+  spacing) begin, so RTI with k steps is "the last k steps of a trailing DDIM-N from a warm
+  start". Discrete action
   dimensions (a gripper's open/close, in normalised units ±1) are scaled by ``discrete_scale``
   in the guess before re-noising, so that the decision survives the re-noising instead of being
   blurred towards 0, and the result is snapped back to ±1.
@@ -101,6 +103,8 @@ class ChunkRunner:
                 raise ValueError(f"t_start must lie in (0, {t_max}], got {self.t_start}")
         else:
             self.t_start = None
+        if int(cold_steps) != cold_steps or cold_steps < 1:
+            raise ValueError(f"cold_steps must be a positive integer, got {cold_steps!r}")
         self.cold_steps = int(cold_steps)
         dims = [int(d) for d in discrete_dims]
         if any(not 0 <= d < model.action_dim for d in dims):
@@ -130,7 +134,8 @@ class ChunkRunner:
         while len(frames) < self.obs_horizon:  # the first observation repeated, as training pads
             frames.insert(0, frames[0])
         try:
-            low = [np.concatenate([np.asarray(f[k], dtype=np.float32).reshape(-1) for k in self.features]) for f in frames]
+            low = [np.concatenate([np.asarray(f[k], dtype=np.float32).reshape(-1) for k in self.features])
+                   if self.features else np.zeros(0, np.float32) for f in frames]
         except KeyError as err:
             raise KeyError(f"the observation has no feature {err.args[0]!r}; the policy observes {self.features}") from None
         obs = torch.from_numpy(np.stack(low)).unsqueeze(0)

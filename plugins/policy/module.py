@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from polydiff.ema import EMA
 from polydiff.module import DiffusionModule, SampleMetrics
 from polydiff.schedules import Schedule, VPCosine
-from polydiff_policy.nets import PolicyDenoiser
+from polydiff_policy.nets import ImageEncoder, PolicyDenoiser
 
 __all__ = ["DiffusionPolicy", "RegressionPolicy", "MLPActionHead", "ActionError", "check_data_info", "ENV_ID"]
 
@@ -282,10 +282,12 @@ class MLPActionHead(PolicyDenoiser):
     Args:
         hidden: widths of the hidden layers.
         dropout: dropout after each hidden layer.
+        image_encoder: see :class:`~polydiff_policy.nets.PolicyDenoiser`.
     """
 
-    def __init__(self, hidden: list[int] | tuple[int, ...] = (512, 512, 512), dropout: float = 0.0):
-        super().__init__(prediction="x0")
+    def __init__(self, hidden: list[int] | tuple[int, ...] = (512, 512, 512), dropout: float = 0.0,
+                 image_encoder: ImageEncoder | None = None):
+        super().__init__(prediction="x0", image_encoder=image_encoder)
         if not hidden:
             raise ValueError("hidden must name at least one layer width")
         self.hidden, self.dropout = [int(h) for h in hidden], float(dropout)

@@ -127,8 +127,9 @@ class PolicyDenoiser(Denoiser):
 
     def __init__(self, prediction: Prediction = "eps", image_encoder: ImageEncoder | None = None):
         super().__init__(prediction=prediction)
-        self._image_encoder_arg = image_encoder
-        self.image_encoder: ImageEncoder | None = None
+        # Kept only when the data has images (build drops it otherwise), so a configured but
+        # unused encoder is neither saved nor optimised.
+        self.image_encoder: ImageEncoder | None = image_encoder
         self.built = False
         self.action_dim = self.obs_dim = self.obs_horizon = self.horizon = 0
         self.uses_image = False
@@ -149,7 +150,9 @@ class PolicyDenoiser(Denoiser):
             raise ValueError(f"action_dim, obs_dim, obs_horizon and horizon must be positive, got {sizes[:4]}")
         self.action_dim, self.obs_dim, self.obs_horizon, self.horizon, self.uses_image = sizes
         if image:
-            self.image_encoder = self._image_encoder_arg if self._image_encoder_arg is not None else ImageEncoder()
+            self.image_encoder = self.image_encoder if self.image_encoder is not None else ImageEncoder()
+        else:
+            self.image_encoder = None
         self._build(self.frame_features)
         self.built = True
         return self
@@ -298,7 +301,10 @@ class TransformerDenoiser(PolicyDenoiser):
     Action tokens (a linear embedding plus a learned position) are the decoder's input; a time
     token and one token per observation frame, passed through a small encoder, are its memory.
     With ``causal`` each action token attends only to itself and earlier ones, and only to the
-    time token and the observations up to its own frame, as in Chi et al.'s variant.
+    time token and the observation tokens up to its own frame, as in Chi et al.'s variant. With
+    ``encoder_layers > 0`` the condition encoder attends over all frames first (also as there),
+    so each observation token already carries the whole history; with the default MLP encoder
+    an action token sees no observation frame after its own.
 
     Args:
         dim: token width.
@@ -331,7 +337,7 @@ class TransformerDenoiser(PolicyDenoiser):
         self.cond_pos = nn.Parameter(torch.zeros(1, 1 + self.obs_horizon, d))
         if self.encoder_layers > 0:
             layer = nn.TransformerEncoderLayer(d, self.heads, 4 * d, self.dropout, activation="gelu", batch_first=True, norm_first=True)
-            self.cond_encoder: nn.Module = nn.TransformerEncoder(layer, self.encoder_layers)
+            self.cond_encoder: nn.Module = nn.TransformerEncoder(layer, self.encoder_layers, enable_nested_tensor=False)
         else:
             self.cond_encoder = nn.Sequential(nn.Linear(d, 4 * d), nn.Mish(), nn.Linear(4 * d, d))
         layer = nn.TransformerDecoderLayer(d, self.heads, 4 * d, self.dropout, activation="gelu", batch_first=True, norm_first=True)

@@ -147,7 +147,7 @@ def evaluate(
     """
     from polydiff_policy.pusht import PushT
 
-    env = PushT(image=image)
+    env = PushT(image=image, max_steps=max_steps)
     written: list[Path] = []
     results: list[EpisodeResult] = []
     try:

@@ -258,3 +258,87 @@ def test_allowed_prefixes_of_a_plugin():
     prefixes = allowed_class_prefixes("audio", ["my_lab.models"])
     assert prefixes[:3] == ("polydiff.", "torch.nn.", "torch.optim.")
     assert "polydiff_audio." in prefixes and "my_lab.models." in prefixes
+
+
+# --- expect=, require= and the module's own on_load_checkpoint hook ---------------------------
+
+class RecordingModule(DiffusionModule):
+    """A module subclass (outside polydiff) that keeps what its ``on_load_checkpoint`` hook saw."""
+
+    def on_load_checkpoint(self, checkpoint):
+        self.hook_keys = set(checkpoint)
+        self.hook_extra = checkpoint.get("extra")
+        self.hook_weight = self.denoiser.inp.weight.detach().clone()
+
+
+def _as_recording(extra=None):
+    class_path = f"{RecordingModule.__module__}.RecordingModule"
+
+    def edit(checkpoint):
+        checkpoint["polydiff"]["module_class"] = class_path
+        checkpoint["polydiff"]["model_config"]["class_path"] = class_path
+        if extra is not None:
+            checkpoint["extra"] = extra
+    return edit
+
+
+def test_expect_accepts_the_class_and_its_bases(trained):
+    assert type(load_module(trained["path"], expect=DiffusionModule)) is DiffusionModule
+    assert type(load_module(trained["path"], expect=nn.Module)) is DiffusionModule
+
+
+def test_expect_refuses_another_class_before_building_it(trained, tmp_path):
+    with pytest.raises(CheckpointError, match="model.ckpt holds a DiffusionModule, not a RecordingModule"):
+        load_module(trained["path"], expect=RecordingModule)
+    # A subclass is named by its own name.
+    path = _resave(trained, tmp_path, "rec.ckpt", _as_recording())
+    with pytest.raises(CheckpointError, match="rec.ckpt holds a RecordingModule, not a Denoiser"):
+        load_module(path, allowed_prefixes=[RecordingModule.__module__], expect=Denoiser)
+
+
+def test_require_names_the_missing_record(trained, tmp_path):
+    with pytest.raises(CheckpointError, match="model.ckpt has no 'extra' record, so it was not written by the "
+                                              "expected training"):
+        load_module(trained["path"], require=("extra",))
+    with pytest.raises(CheckpointError, match="has no 'extra' record, so it was not written by the demo plugin's "
+                                              "training"):
+        load_module(trained["path"], plugin="demo", require=["extra"])
+    # A record that is not a mapping does not count.
+    path = _resave(trained, tmp_path, "listed.ckpt", lambda c: c.update(extra=[1, 2]))
+    with pytest.raises(CheckpointError, match="listed.ckpt has no 'extra' record"):
+        load_module(path, require=("extra",))
+    path = _resave(trained, tmp_path, "extra.ckpt", lambda c: c.update(extra={"n": 3}, other={}))
+    assert type(load_module(path, require=("extra", "other"))) is DiffusionModule
+
+
+def test_require_is_checked_before_the_config(trained, tmp_path):
+    path = _resave(trained, tmp_path, "bare.ckpt", lambda c: c["polydiff"].update(model_config=None))
+    with pytest.raises(CheckpointError, match="bare.ckpt has no 'extra' record"):
+        load_module(path, require=("extra",))
+
+
+def test_on_load_checkpoint_sees_the_whole_checkpoint_after_the_weights(trained, tmp_path):
+    path = _resave(trained, tmp_path, "rec.ckpt", _as_recording(extra={"answer": 42}))
+    module = load_module(path, allowed_prefixes=[RecordingModule.__module__], expect=RecordingModule,
+                         require=("extra",))
+    assert type(module) is RecordingModule and not module.training
+    assert module.hook_extra == {"answer": 42}
+    assert {"state_dict", "polydiff", "extra"} <= module.hook_keys
+    # The hook ran with the trained weights loaded, before the EMA weights were copied in.
+    original = trained["module"]
+    assert torch.equal(module.hook_weight, original.denoiser.inp.weight)
+    assert torch.equal(module.denoiser.inp.weight, original.ema.module.inp.weight)
+    assert not torch.equal(module.denoiser.inp.weight, module.hook_weight)
+
+
+def test_load_module_reads_the_file_once(trained, monkeypatch):
+    calls = []
+    real_load = torch.load
+
+    def counting_load(*args, **kwargs):
+        calls.append(args[0] if args else kwargs.get("f"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    load_module(trained["path"], plugin="demo", expect=DiffusionModule)
+    assert len(calls) == 1
