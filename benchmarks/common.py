@@ -27,3 +27,15 @@ def machine_info(**versions: str | None) -> dict:
                 cpu_count=os.cpu_count(), gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                 torch=torch.__version__, torch_threads_default=torch.get_num_threads(), **versions,
                 load_average_at_start=load)
+
+
+def write_report(out, report: dict) -> None:
+    """Write a benchmark's report (``command``, ``machine``, ``budget``, ``results``, ``targets``)
+    to ``out`` as JSON and print its targets."""
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    print(json.dumps(report["targets"], indent=1, default=float))

@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import machine_info  # noqa: E402
+from common import machine_info, write_report  # noqa: E402
 
 DIGRESS_MOSES_VALIDITY = 0.857  # Vignac et al. 2023, Table 4 (full GPU training)
 
@@ -246,9 +246,7 @@ def main() -> int:
         "results": results,
         "targets": build_targets(results, args.guidance),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1, default=float) + "\n")
-    print(json.dumps(report["targets"], indent=1, default=float))
+    write_report(args.out, report)
     return 0
 
 

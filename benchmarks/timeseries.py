@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import machine_info  # noqa: E402
+from common import machine_info, write_report  # noqa: E402
 
 FORECAST_DATA = {
     "fields": {"file": "fields.nc", "overrides": []},
@@ -243,9 +243,7 @@ def main() -> int:
         "results": results,
         "targets": build_targets(results),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1, default=float) + "\n")
-    print(json.dumps(report["targets"], indent=1, default=float))
+    write_report(args.out, report)
     return 0
 
 
