@@ -156,6 +156,12 @@ def rollout(argv: Sequence[str]) -> int:
     if opts.episodes < 1 or opts.max_steps < 1 or opts.videos < 0 or opts.threads < 0:
         _fail("--episodes and --max-steps must be positive, --videos and --threads non-negative")
         return 2
+    if opts.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail(f"--device {opts.device}: CUDA is not available on this machine")
+            return 2
     if (opts.output / "metrics.json").exists() and not opts.overwrite:
         _fail(f"{opts.output / 'metrics.json'} exists; pass --overwrite to replace the results")
         return 1

@@ -211,6 +211,15 @@ def test_rollout_refuses_a_negative_thread_count(tmp_path, capsys):
     assert "--threads" in capsys.readouterr().err
 
 
+def test_rollout_on_a_missing_cuda_device_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert rollout("--expert", "--device", "cuda", "--episodes", "1", "-o", str(tmp_path / "e")) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
 def test_rollouts_are_reproducible(trained, tmp_path):
     args = ["--ckpt", str(trained), "--episodes", "2", "--max-steps", "12", "--sampler", "rti", "--steps", "2",
             "--videos", "0", "--seed", "7", "-o", str(tmp_path / "eval")]
