@@ -397,6 +397,33 @@ class DiffusionModule(pl.LightningModule):
             "model_config": _plain_data(self.polydiff_config, "polydiff_config"),
         }
 
+    def datamodule_info(self) -> Any:
+        """``info()`` of the trainer's data module, or ``None`` (no trainer, no data module, or
+        one without ``info``): what a plugin's module reads in ``setup`` to build the layers
+        whose sizes come from the data."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is None or not callable(getattr(datamodule, "info", None)):
+            return None
+        return datamodule.info()
+
+    @staticmethod
+    def record_init_arg(checkpoint: dict[str, Any], name: str, value: Any) -> None:
+        """Record ``value`` as the init argument ``name`` of the model config saved in
+        ``checkpoint`` (call it in ``on_save_checkpoint`` after the base class), so that
+        :func:`polydiff.checkpoint.load_module` rebuilds the module with what it learned from its
+        data (a vocabulary, normalisers) without the data."""
+        record = checkpoint.get("polydiff")
+        config = record.get("model_config") if isinstance(record, dict) else None
+        if not isinstance(config, dict):
+            return
+        config = dict(config)
+        if "class_path" in config:
+            config["init_args"] = {**config.get("init_args", {}), name: _plain_data(value, name)}
+        else:
+            config[name] = _plain_data(value, name)
+        record["model_config"] = config
+
     # --- sampling ----------------------------------------------------------------------------
     def sampling_denoiser(self, use_ema: bool = True) -> nn.Module:
         """The network sampling uses: the EMA copy once it has been updated, else the trained one.

@@ -255,11 +255,9 @@ class GraphDiffusion(DiffusionModule):
         return [c["name"] for c in self._require_info()["conditions"]]
 
     def setup(self, stage: str | None = None) -> None:
-        trainer = self._trainer
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "info"):
+        info = self.datamodule_info()
+        if info is None:
             return
-        info = datamodule.info()
         if self.data_info is None:
             self.configure_data(info)
             self.to(self.device)
@@ -273,15 +271,7 @@ class GraphDiffusion(DiffusionModule):
         super().on_save_checkpoint(checkpoint)
         info = self._require_info()
         checkpoint["molecules"] = info
-        record = checkpoint["polydiff"]
-        config = record.get("model_config")
-        if isinstance(config, dict):
-            config = dict(config)
-            if "class_path" in config:
-                config["init_args"] = {**config.get("init_args", {}), "data_info": info}
-            else:
-                config["data_info"] = info
-            record["model_config"] = config
+        self.record_init_arg(checkpoint, "data_info", info)
 
     def wrapped(self, use_ema: bool = True) -> GraphDenoiser:
         """The core-contract denoiser around the EMA (or trained) network."""

@@ -166,11 +166,9 @@ class DiffusionPolicy(DiffusionModule):
         return int(self.require_info()["action_dim"])
 
     def setup(self, stage: str | None = None) -> None:
-        trainer = self._trainer
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "info"):
+        info = self.datamodule_info()
+        if info is None:
             return
-        info = datamodule.info()
         if self.data_info is None:
             self.configure_data(info)
             self.to(self.device)
@@ -183,15 +181,7 @@ class DiffusionPolicy(DiffusionModule):
         super().on_save_checkpoint(checkpoint)
         info = self.require_info()
         checkpoint["policy"] = info
-        record = checkpoint["polydiff"]
-        config = record.get("model_config")
-        if isinstance(config, dict):
-            config = dict(config)
-            if "class_path" in config:
-                config["init_args"] = {**config.get("init_args", {}), "data_info": info}
-            else:
-                config["data_info"] = info
-            record["model_config"] = config
+        self.record_init_arg(checkpoint, "data_info", info)
 
     # --- batches -------------------------------------------------------------------------------
     def unpack_batch(self, batch: Any) -> dict[str, Any]:

@@ -79,10 +79,8 @@ class TimeSeriesModel(DiffusionModule):
 
     # --- data description ---------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        trainer = self._trainer
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "info"):
-            info = datamodule.info()
+        info = self.datamodule_info()
+        if info is not None:
             if self.data_info is not None and self.data_info.get("layout") != info["layout"]:
                 raise ValueError("the data's variables or shapes differ from those this model was trained on")
             self.data_info = info

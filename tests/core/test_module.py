@@ -443,3 +443,22 @@ def test_clean_known_entries_are_trained_at_time_zero_and_replace_ones_are_not()
         t = probe.times.reshape(*probe.times.shape, *([1] * (3 - probe.times.ndim))).expand(8, 5, 3)
         assert (t[~mask] > 0).all()
         assert bool((t[mask] == 0).all()) is zero_at_known
+
+
+def test_record_init_arg_writes_into_the_recorded_model_config():
+    flat = {"polydiff": {"model_config": {"denoiser": {"class_path": "x"}}}}
+    DiffusionModule.record_init_arg(flat, "data_info", {"n": 3, "names": ("a", "b")})
+    assert flat["polydiff"]["model_config"] == {"denoiser": {"class_path": "x"}, "data_info": {"n": 3, "names": ["a", "b"]}}
+    nested = {"polydiff": {"model_config": {"class_path": "m.M", "init_args": {"lr": 1}}}}
+    DiffusionModule.record_init_arg(nested, "data_info", {"n": 3})
+    assert nested["polydiff"]["model_config"] == {"class_path": "m.M", "init_args": {"lr": 1, "data_info": {"n": 3}}}
+    bare = {"polydiff": {"model_config": None}}
+    DiffusionModule.record_init_arg(bare, "data_info", {"n": 3})
+    assert bare["polydiff"]["model_config"] is None
+    with pytest.raises(TypeError, match="data_info"):
+        DiffusionModule.record_init_arg(nested, "data_info", object())
+
+
+def test_datamodule_info_without_a_trainer_is_none():
+    module = DiffusionModule(MLPDenoiser(dim=2))
+    assert module.datamodule_info() is None
