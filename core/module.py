@@ -397,6 +397,15 @@ class DiffusionModule(pl.LightningModule):
             "model_config": _plain_data(self.polydiff_config, "polydiff_config"),
         }
 
+    def rebuild_ema(self) -> None:
+        """Start the EMA afresh from the denoiser as it is now, with the same decay and warm-up.
+
+        Call it after a data-dependent build has added layers to the denoiser (in
+        ``setup`` or from a checkpoint's data description): the EMA made in ``__init__`` copied
+        the network before those layers existed.
+        """
+        self.ema = EMA(self.denoiser, decay=self.ema.decay, warmup=self.ema.warmup)
+
     def datamodule_info(self) -> Any:
         """``info()`` of the trainer's data module, or ``None`` (no trainer, no data module, or
         one without ``info``): what a plugin's module reads in ``setup`` to build the layers

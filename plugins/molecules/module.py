@@ -42,7 +42,6 @@ import torch
 from torch import Tensor, nn
 
 from polydiff.discrete import MarginalTransitions, categorical_loss, sample_categorical
-from polydiff.ema import EMA
 from polydiff.module import DiffusionModule
 from polydiff_molecules.features import graph_features
 from polydiff_molecules.nets import NUM_BOND_TYPES, GraphTransformer
@@ -218,7 +217,6 @@ class GraphDiffusion(DiffusionModule):
         self.edge_weight = float(edge_weight)
         self.property_dropout = float(property_dropout)
         self.val_samples, self.val_sample_steps = int(val_samples), int(val_sample_steps)
-        self._ema_decay = float(ema_decay)
         self.data_info: dict[str, Any] | None = None
         if data_info is not None:
             self.configure_data(data_info)
@@ -229,7 +227,7 @@ class GraphDiffusion(DiffusionModule):
         info = check_data_info(info)
         kinds = [0 if c["kind"] == "numeric" else len(c["categories"]) for c in info["conditions"]]
         self.denoiser.build(len(info["atom_types"]), kinds)
-        self.ema = EMA(self.denoiser, decay=self._ema_decay)
+        self.rebuild_ema()
         self.data_info = info
         self.atom_schedule = MarginalTransitions(_normalised(info["atom_marginals"]))
         self.bond_schedule = MarginalTransitions(_normalised(info["bond_marginals"]))

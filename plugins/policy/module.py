@@ -26,7 +26,6 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from polydiff.ema import EMA
 from polydiff.module import DiffusionModule, SampleMetrics
 from polydiff.schedules import Schedule, VPCosine
 from polydiff_policy.nets import ImageEncoder, PolicyDenoiser
@@ -122,7 +121,6 @@ class DiffusionPolicy(DiffusionModule):
             grid=grid, val_sample_batches=val_sample_batches, optimizer=optimizer, lr_scheduler=lr_scheduler,
             lr_scheduler_interval=lr_scheduler_interval,
         )
-        self._ema_decay = float(ema_decay)
         self.data_info: dict[str, Any] | None = None
         if data_info is not None:
             self.configure_data(data_info)
@@ -134,7 +132,7 @@ class DiffusionPolicy(DiffusionModule):
         obs_dim = sum(int(d) for d in info["obs_dims"])
         self.denoiser.build(int(info["action_dim"]), obs_dim, int(info["obs_horizon"]), int(info["horizon"]),
                             image=bool(info.get("image_feature")))
-        self.ema = EMA(self.denoiser, decay=self._ema_decay)
+        self.rebuild_ema()
         self.data_info = info
         obs_scale, obs_offset = _normalizer_tensors(info["obs_normalizer"]) if obs_dim else (torch.ones(0), torch.zeros(0))
         act_scale, act_offset = _normalizer_tensors(info["action_normalizer"])

@@ -462,3 +462,16 @@ def test_record_init_arg_writes_into_the_recorded_model_config():
 def test_datamodule_info_without_a_trainer_is_none():
     module = DiffusionModule(MLPDenoiser(dim=2))
     assert module.datamodule_info() is None
+
+
+def test_rebuild_ema_copies_the_current_network_with_the_same_settings():
+    module = DiffusionModule(MLPDenoiser(dim=2), ema_decay=0.9)
+    with torch.no_grad():
+        for p in module.denoiser.parameters():
+            p.add_(1.0)
+    before = module.ema
+    module.rebuild_ema()
+    assert module.ema is not before and module.ema.decay == 0.9 and module.ema.warmup == before.warmup
+    assert int(module.ema.num_updates) == 0
+    for a, b in zip(module.ema.module.parameters(), module.denoiser.parameters()):
+        assert torch.equal(a, b)
