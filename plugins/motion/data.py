@@ -152,9 +152,15 @@ def _check_frames(max_frames: int, min_frames: int) -> None:
         raise ValueError(f"max_frames must be at least min_frames ({min_frames}), got {max_frames}")
 
 
+#: Skipped clips named one per line in the warning; the rest are counted.
+_LISTED = 10
+
+
 def _warn_problems(root: str, split: str, problems: Sequence[tuple[str, str]]) -> None:
     if problems:
-        lines = "".join(f"\n  {clip}: {reason}" for clip, reason in problems)
+        lines = "".join(f"\n  {clip}: {reason}" for clip, reason in problems[:_LISTED])
+        if len(problems) > _LISTED:
+            lines += f"\n  ... and {len(problems) - _LISTED} more (all listed in the data module's problems)"
         warnings.warn(f"{root}: skipped {len(problems)} clip(s) of the {split} split:{lines}", stacklevel=3)
 
 

@@ -9,7 +9,7 @@ the data module and records it in checkpoints, so a checkpoint alone generates m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
@@ -24,6 +24,26 @@ from .features import FEATURE_DIM, FOOT_CONTACT, features_to_positions
 from .skeleton import FOOT_JOINTS
 
 __all__ = ["MotionDiffusion", "check_data_info"]
+
+
+def _chain(callbacks: list[Callable[[Any], Tensor | None]]) -> Callable[[Any], Tensor | None] | None:
+    """One per-step callback running several in turn, each seeing the previous one's estimate."""
+    if not callbacks:
+        return None
+    if len(callbacks) == 1:
+        return callbacks[0]
+
+    def run(info: Any) -> Tensor | None:
+        from dataclasses import replace
+
+        changed = None
+        for callback in callbacks:
+            out = callback(info if changed is None else replace(info, denoised=changed))
+            if out is not None:
+                changed = out
+        return changed
+
+    return run
 
 _INFO_KEYS = ("feature_dim", "fps", "max_frames", "min_frames", "text_dim", "text_encoder", "mean", "std", "dataset")
 #: Fields that must agree between a model and the data it is trained further on.
@@ -259,6 +279,9 @@ class MotionDiffusion(DiffusionModule):
         steps: int | None = None,
         sampler: str | None = None,
         generator: torch.Generator | None = None,
+        known: tuple[Tensor, Tensor] | None = None,
+        callback: Callable[[Any], Tensor | None] | None = None,
+        physics: bool | Mapping[str, Any] = False,
     ) -> Tensor:
         """Motions for a batch of sentence embeddings, in HumanML3D's (denormalised) units.
 
@@ -267,11 +290,20 @@ class MotionDiffusion(DiffusionModule):
             lengths: frames of each motion, in [1, max_frames].
             guidance, steps, sampler: override the module's settings.
             generator: the source of all randomness, for reproducible motions.
+            known: ``(values, mask)`` of known entries in HumanML3D's units, for editing (see
+                :mod:`~polydiff_motion.control`); re-noised and imposed after every step.
+            callback: a per-step callback of the core's samplers (e.g. a
+                :class:`~polydiff_motion.control.TimelineComposer`), run before the projection.
+            physics: apply :class:`~polydiff_motion.physics.PhysicsProjection` (``True``, or its
+                keyword arguments).
 
         Shapes:
-            text_embeddings: (B, D); lengths: (B,); returns (B, max(lengths), 263) with the
+            text_embeddings: (B, D); lengths: (B,); known: (B, T, 263) values and a mask
+            broadcastable to them, T = max(lengths); returns (B, max(lengths), 263) with the
             frames past each length zero.
         """
+        from polydiff.samplers import KnownValues
+
         info = self.require_info()
         text = torch.as_tensor(text_embeddings, device=self.device, dtype=torch.float32)
         lengths = torch.as_tensor(lengths, device=self.device).long().reshape(-1)
@@ -282,10 +314,71 @@ class MotionDiffusion(DiffusionModule):
         if lengths.numel() == 0 or int(lengths.min()) < 1 or int(lengths.max()) > limit:
             raise ValueError(f"lengths must lie in [1, {limit}]")
         frames = int(lengths.max())
+        shape = (text.shape[0], frames, int(info["feature_dim"]))
         mask = torch.arange(frames, device=self.device)[None] < lengths[:, None]
-        x = self.sample((text.shape[0], frames, int(info["feature_dim"])), cond={"text": text, "mask": mask},
-                        sampler=sampler, steps=steps, guidance=guidance, generator=generator)
+        known_values = None
+        if known is not None:
+            values, known_mask = known
+            values = torch.as_tensor(values, device=self.device, dtype=torch.float32)
+            if tuple(values.shape) != shape:
+                raise ValueError(f"known values must have shape {shape}; got {tuple(values.shape)}")
+            known_values = KnownValues(self.normalize(values), torch.as_tensor(known_mask, device=self.device).bool())
+        callbacks = [callback] if callback is not None else []
+        if physics:
+            from .physics import PhysicsProjection
+
+            options = dict(physics) if isinstance(physics, Mapping) else {}
+            callbacks.append(PhysicsProjection(self.normalize, self.denormalize, mask, **options))
+        x = self.sample(shape, cond={"text": text, "mask": mask}, sampler=sampler, steps=steps, guidance=guidance,
+                        generator=generator, known=known_values, callback=_chain(callbacks))
         return torch.where(mask[..., None], self.denormalize(x), torch.zeros((), device=x.device, dtype=x.dtype))
+
+    @torch.no_grad()
+    def generate_timeline(
+        self,
+        timeline: Any,
+        interval_embeddings: Tensor,
+        joined_embedding: Tensor,
+        *,
+        samples: int = 1,
+        margin: float = 0.25,
+        guidance: float | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        generator: torch.Generator | None = None,
+        physics: bool | Mapping[str, Any] = False,
+    ) -> Tensor:
+        """Motions following a multi-track timeline (STMC; see :mod:`~polydiff_motion.control`).
+
+        Args:
+            timeline: a checked :class:`~polydiff_motion.control.Timeline`.
+            interval_embeddings: the embedding of each interval's prompt, in order.
+            joined_embedding: the embedding of :attr:`Timeline.joined_text` (frames no interval covers).
+            samples: motions to draw for the timeline.
+            margin: the crops' margin in seconds (blended transitions).
+            guidance, steps, sampler, generator, physics: as in :meth:`generate`.
+
+        Shapes:
+            interval_embeddings: (n_intervals, D); joined_embedding: (D,); returns
+            (samples, frames, 263), frames = duration x fps.
+        """
+        from .control import TimelineComposer
+
+        info = self.require_info()
+        fps = float(info["fps"])
+        frames = timeline.frames(fps)
+        limit = int(getattr(self.denoiser, "max_frames", info["max_frames"]))
+        if not 1 <= frames <= limit:
+            raise ValueError(f"the timeline lasts {frames} frames; the model generates 1 to {limit} "
+                             f"({limit / fps:.1f} s)")
+        scale = self.guidance if guidance is None else guidance
+        composer = TimelineComposer(self.sampling_denoiser(), self.schedule, timeline,
+                                    torch.as_tensor(interval_embeddings, dtype=torch.float32), fps,
+                                    guidance=scale, margin=margin, batch=samples)
+        joined = torch.as_tensor(joined_embedding, dtype=torch.float32).reshape(1, -1).expand(samples, -1)
+        lengths = torch.full((samples,), frames, dtype=torch.long)
+        return self.generate(joined, lengths, guidance=scale, steps=steps, sampler=sampler, generator=generator,
+                             callback=composer, physics=physics)
 
     @staticmethod
     def to_positions(features: Tensor, lengths: Tensor) -> Tensor:

@@ -595,8 +595,11 @@ def _sample_sequence(rng: np.random.Generator) -> list[str]:
     return names
 
 
-def generate_corpus(n: int, *, seed: int = 0, min_seconds: float = 2.0, max_seconds: float = 9.8) -> list[MotionClip]:
+def generate_corpus(n: int, *, seed: int = 0, min_seconds: float = 2.1, max_seconds: float = 9.8) -> list[MotionClip]:
     """``n`` procedural clips of 1-3 actions, each between ``min_seconds`` and ``max_seconds`` long.
+
+    The default shortest clip (2.1 s, 42 frames) keeps 41 feature frames, above HumanML3D's
+    40-frame minimum (features lose one frame to the velocities).
 
     Deterministic given ``seed``; clip ``i`` has id ``f"{i:06d}"``.
     """
