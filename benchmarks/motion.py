@@ -2,7 +2,7 @@
 
 ::
 
-    python benchmarks/motion.py [--clips 2000] [--steps 2500] [--lift-steps 3000] [--work benchmarks/scratch/motion]
+    python benchmarks/motion.py [--clips 2000] [--steps 1500] [--lift-steps 3000] [--work benchmarks/scratch/motion]
 
 Data: the procedural demo corpus, ``polydiff motion make-demo-data`` with ``--clips`` clips
 (HumanML3D layout; the test split holds out action pairs and caption templates).
@@ -97,32 +97,147 @@ def t2m_args(args: argparse.Namespace) -> list[str]:
             "--model.init_args.optimizer.init_args.lr", str(args.lr)]
 
 
+def lift_args(args: argparse.Namespace) -> list[str]:
+    return ["--model.init_args.lr_scheduler.init_args.T_max", str(args.lift_steps)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=2000)
-    parser.add_argument("--steps", type=int, default=2500, help="optimiser steps of each text-to-motion model")
-    parser.add_argument("--lift-steps", type=int, default=3000, help="optimiser steps of each lifter")
+    parser.add_argument("--steps", type=int, default=1500, help="optimiser steps of each text-to-motion model")
+    parser.add_argument("--lift-steps", type=int, default=4000, help="optimiser steps of each lifter")
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--ff", type=int, default=256)
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--sample-steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--hypotheses", type=int, default=10, help="hypotheses of the diffusion lifter")
+    parser.add_argument("--repeats", type=int, default=5, help="motions per text for multimodality (20 texts)")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "scratch" / "motion")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "motion.json")
-    parser.add_argument("--stage", choices=("train-diffusion", "train", "all"), default="all",
-                        help="stop after training the diffusion model, after all training, or run everything")
+    parser.add_argument("--stage", choices=("train-diffusion", "train-regressor", "train-lifters", "all"), default="all",
+                        help="only train one model (to run trainings side by side), or run everything")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     machine = machine_info()
     data = build_data(args.work, args.clips)
     log(f"data: {data}")
+    if args.stage == "train-lifters":
+        for config, name in (("lift", "lifter"), ("lift-deterministic", "lifter-deterministic")):
+            log(f"{name}: {train(args.work, config, name, args.lift_steps, args.threads, lift_args(args))}")
+        return 0
+    if args.stage == "train-regressor":
+        log(f"regressor: {train(args.work, 't2m-regressor', 'regressor', args.steps, args.threads, t2m_args(args))}")
+        return 0
     diffusion = train(args.work, "t2m", "diffusion", args.steps, args.threads, t2m_args(args))
     log(f"diffusion: {diffusion}")
     if args.stage == "train-diffusion":
         return 0
-    raise SystemExit("evaluation stages not written yet")
+    regressor = train(args.work, "t2m-regressor", "regressor", args.steps, args.threads, t2m_args(args))
+    lifters = {name: train(args.work, config, name, args.lift_steps, args.threads, lift_args(args))
+               for config, name in (("lift", "lifter"), ("lift-deterministic", "lifter-deterministic"))}
+
+    t2m_rows = {}
+    for name, ckpt, extra in (("diffusion", diffusion["checkpoint"], ["--physics", "--baseline", "retrieval",
+                                                                      "--repeats", str(args.repeats), "--mm-texts", "20"]),
+                              ("regressor", regressor["checkpoint"], [])):
+        rows = evaluate_t2m(args.work, name, ckpt, args.sample_steps, args.threads, extra)
+        t2m_rows.update(rows)
+    lifting = evaluate_lifters(args.work, lifters, args.hypotheses, args.threads)
+    results = {"data": data, "training": {"diffusion": diffusion, "regressor": regressor, **lifters},
+               "text_to_motion": t2m_rows, "lifting": lifting}
+    report = {
+        "command": "python benchmarks/motion.py " + " ".join(sys.argv[1:]),
+        "machine": machine,
+        "budget": {"clips": args.clips, "t2m_steps": args.steps, "lift_steps": args.lift_steps, "dim": args.dim,
+                   "ff": args.ff, "layers": 4, "batch_size": args.batch_size, "lr": args.lr,
+                   "sample_steps": args.sample_steps, "hypotheses": args.hypotheses, "threads": args.threads,
+                   "train_minutes": {k: v["minutes"] for k, v in results["training"].items()},
+                   "total_minutes_this_run": round((time.perf_counter() - started) / 60, 1)},
+        "results": results,
+        "targets": build_targets(t2m_rows, lifting),
+    }
+    write_report(args.out, report)
+    return 0
+
+
+def evaluate_t2m(work: Path, name: str, ckpt: str, steps: int, threads: int, extra: list[str]) -> dict:
+    out = work / f"eval-{name}.json"
+    if not out.exists():
+        command = [sys.executable, "-m", "polydiff", "motion", "evaluate", "--ckpt", str(work / ckpt), "--data.root",
+                   str(work / "data"), "--steps", str(steps), "-o", str(out), "--overwrite", *extra]
+        log(f"evaluate {name}: {_portable(' '.join(['polydiff', *command[3:]]))}")
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        started = time.perf_counter()
+        rc = subprocess.run(command, env=env).returncode
+        if rc != 0:
+            raise SystemExit(f"evaluating {name} failed (exit status {rc})")
+        record = json.loads(out.read_text())
+        record["settings"]["command"] = _portable(" ".join(["polydiff", *command[3:]]))
+        record["settings"]["minutes"] = round((time.perf_counter() - started) / 60, 1)
+        out.write_text(json.dumps(record, indent=1) + "\n")
+    record = json.loads(out.read_text())
+    rows = {}
+    for label, row in record["rows"].items():
+        key = {"MotionDiffusion": "diffusion", "MotionDiffusion + physics": "diffusion + physics",
+               "MotionRegressor": "regressor", "retrieval": "retrieval", "real (test)": "real"}.get(label, label)
+        rows[key] = {**row, "evaluated_by": record["settings"].get("command")}
+    return rows
+
+
+def evaluate_lifters(work: Path, lifters: dict, hypotheses: int, threads: int) -> dict:
+    import torch
+
+    from polydiff_motion.lifting import LiftingDataModule, evaluate_lifter, load_lifter
+
+    torch.set_num_threads(threads)
+    out = {}
+    for name, record in lifters.items():
+        model = load_lifter(work / record["checkpoint"])
+        info = model.require_info()
+        data = LiftingDataModule(str(work / "data"), window=int(info["window"]))
+        started = time.perf_counter()
+        h = 1 if name == "lifter-deterministic" else hypotheses
+        aggregates = ("mean",) if h == 1 else ("mean", "reprojection", "pose")
+        result = evaluate_lifter(model, data, hypotheses=h, aggregates=aggregates, split="test", seed=0)
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        log(f"lifting {name}: {result}")
+        out[name] = result
+    return out
+
+
+def _target(name: str, value: float, threshold: float, met: bool) -> dict:
+    return {"name": name, "value": value, "threshold": threshold, "met": bool(met)}
+
+
+def build_targets(rows: dict, lifting: dict) -> list[dict]:
+    real, dm, phys = rows["real"], rows["diffusion"], rows["diffusion + physics"]
+    targets = [
+        _target("FID: diffusion below caption retrieval", dm["fid"], rows["retrieval"]["fid"],
+                dm["fid"] < rows["retrieval"]["fid"]),
+        _target("FID: diffusion below the deterministic regressor", dm["fid"], rows["regressor"]["fid"],
+                dm["fid"] < rows["regressor"]["fid"]),
+        _target("diversity within 10% of the test set's (relative difference)",
+                abs(dm["diversity"] - real["diversity"]) / real["diversity"], 0.10,
+                abs(dm["diversity"] - real["diversity"]) <= 0.10 * real["diversity"]),
+    ]
+    for key, label in (("skate_ratio", "foot-skate ratio"), ("penetration_mean", "mean penetration")):
+        ratio = phys[key] / dm[key] if dm[key] > 0 else (0.0 if phys[key] == 0 else float("inf"))
+        targets.append(_target(f"projection: {label} with / without (ratio)", ratio, 0.5, ratio <= 0.5))
+    targets.append(_target("projection: FID with / without (ratio)", phys["fid"] / max(dm["fid"], 1e-12), 1.10,
+                           phys["fid"] <= 1.10 * dm["fid"]))
+    det = lifting["lifter-deterministic"]["mean_mpjpe_mm"]
+    diff = lifting["lifter"]
+    best_agg = min(("mean", "reprojection", "pose"), key=lambda k: diff.get(f"{k}_mpjpe_mm", float("inf")))
+    targets.append(_target(f"lifting MPJPE (mm): diffusion, {diff['hypotheses']} hypotheses aggregated by "
+                           f"'{best_agg}' (no ground truth used), below the deterministic lifter",
+                           diff[f"{best_agg}_mpjpe_mm"], det, diff[f"{best_agg}_mpjpe_mm"] < det))
+    targets.append(_target(f"lifting MPJPE (mm): diffusion, best of {diff['hypotheses']} hypotheses (the "
+                           "multi-hypothesis protocol), below the deterministic lifter", diff["best_mpjpe_mm"], det,
+                           diff["best_mpjpe_mm"] < det))
+    return targets
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ plugin = Plugin(
     description="Text-to-motion (MDM) with STMC timelines, PhysDiff-style projection and editing; 2D-to-3D pose lifting.",
     extra="motion",
     requires=("numpy", "scipy", "smplx"),
-    datamodule_class="polydiff_motion.data.MotionDataModule",
-    model_class="polydiff_motion.module.MotionDiffusion",
+    datamodule_class="pytorch_lightning.LightningDataModule",
+    model_class="polydiff.module.DiffusionModule",
     config_package="polydiff_motion.configs",
     commands={
         "make-demo-data": "polydiff_motion.commands:make_demo_data",

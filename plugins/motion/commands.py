@@ -87,10 +87,20 @@ def load_motion_model(path: Path | str, device: str = "cpu") -> Any:
     Raises:
         polydiff.checkpoint.CheckpointError: not a text-to-motion checkpoint of this plugin.
     """
-    from polydiff.checkpoint import load_module
+    from polydiff.checkpoint import CheckpointError, load_checkpoint, load_module
     from polydiff_motion.module import MotionDiffusion
 
-    model = load_module(path, plugin="motion", expect=MotionDiffusion, require=("motion",))
+    try:
+        model = load_module(path, plugin="motion", expect=MotionDiffusion, require=("motion",))
+    except CheckpointError:
+        try:
+            lifting = isinstance(load_checkpoint(path, plugin="motion").get("lifting"), dict)
+        except CheckpointError:
+            lifting = False
+        if lifting:
+            raise CheckpointError(f"{path} is a 2D-to-3D pose-lifting checkpoint, not a text-to-motion model "
+                                  "(use it with 'polydiff motion lift')") from None
+        raise
     return model.to(device).eval()
 
 

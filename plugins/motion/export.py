@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from .skeleton import SMPL22, SMPL22_NAMES, SMPL22_PARENTS, Skeleton, check_joint_names
