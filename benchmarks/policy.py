@@ -35,55 +35,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import machine_info, write_report  # noqa: E402
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _portable(text: str) -> str:
-    return text.replace(f"{ROOT}/", "")
+from common import log, machine_info, make_demo_data, train_once, write_report  # noqa: E402
+from common import portable as _portable  # noqa: E402
 
 
 def build_data(work: Path, demos: int) -> dict:
-    done = work / "data.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    command = [sys.executable, "-m", "polydiff", "policy", "make-demo-data", str(work / "data"), "--episodes", str(demos),
-               "--overwrite", "--quiet"]
-    log(f"data: {_portable(' '.join(['polydiff', *command[3:]]))}")
-    out = subprocess.run(command, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"make-demo-data failed:\n{out.stderr}")
-    record = json.loads(out.stdout)
-    record["dataset"] = _portable(record["dataset"])
-    done.write_text(json.dumps(record, indent=1) + "\n")
-    return record
+    return make_demo_data("policy", work, ["--episodes", str(demos), "--overwrite", "--quiet"], "dataset")
 
 
 def train(work: Path, config: str, name: str, steps: int, threads: int, extra: list[str]) -> dict:
-    run = work / name
-    done = run / "done.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    command = [sys.executable, "-m", "polydiff", "policy", "fit", "-c", config, "--data.path", str(work / "data" / "pusht"),
-               "--seed_everything", "0", "--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(steps),
-               "--trainer.limit_val_batches", "4", "--trainer.enable_progress_bar", "false",
-               "--trainer.default_root_dir", str(run), "--model.init_args.lr_scheduler.init_args.T_max", str(steps), *extra]
-    log(f"train {name}: {_portable(' '.join(['polydiff', *command[3:]]))}")
-    run.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": str(threads)}
-    with open(run / "train.log", "w") as out:
-        rc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
-    if rc != 0:
-        raise SystemExit(f"training {name} failed (exit status {rc}); see {run / 'train.log'}")
-    ckpts = sorted(run.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    record = {"checkpoint": str(ckpts[-1].relative_to(work)), "minutes": round((time.perf_counter() - started) / 60, 1),
-              "steps": steps, "threads": threads, "command": _portable(" ".join(["polydiff", *command[3:]]))}
-    done.write_text(json.dumps(record, indent=1) + "\n")
-    return record
+    return train_once("policy", work, config, name, steps, threads,
+                      ["--data.path", str(work / "data" / "pusht"),
+                       "--model.init_args.lr_scheduler.init_args.T_max", str(steps), *extra])
 
 
 def rollout_command(work: Path, name: str, args: list[str], episodes: int, threads: int) -> list[str]:
