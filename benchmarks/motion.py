@@ -107,8 +107,9 @@ def main() -> int:
         rows = evaluate_t2m(args.work, name, ckpt, args.sample_steps, args.threads, extra)
         t2m_rows.update(rows)
     lifting = evaluate_lifters(args.work, lifters, args.hypotheses, args.threads)
+    timelines = evaluate_timelines(args.work, diffusion["checkpoint"], args.sample_steps, args.threads)
     results = {"data": data, "training": {"diffusion": diffusion, "regressor": regressor, **lifters},
-               "text_to_motion": t2m_rows, "lifting": lifting}
+               "text_to_motion": t2m_rows, "lifting": lifting, "timelines": timelines}
     report = {
         "command": "python benchmarks/motion.py " + " ".join(sys.argv[1:]),
         "machine": machine,
@@ -167,6 +168,85 @@ def evaluate_lifters(work: Path, lifters: dict, hypotheses: int, threads: int) -
         log(f"lifting {name}: {result}")
         out[name] = result
     return out
+
+
+#: Single-action prompts in the corpus's wording, for the timeline evaluation.
+_ACTIONS = {
+    "walk": "a person walks forward", "run": "a person runs forward", "jump": "a person jumps twice",
+    "sit": "a person sits down", "crouch": "a person crouches down", "kick": "a person kicks with the right leg once",
+    "turn": "a person turns left", "idle": "a person stands still",
+}
+_ARMS = {"wave_r": ("a person waves with the right hand", ["right_arm"]),
+         "wave_l": ("a person waves with the left hand", ["left_arm"]),
+         "raise": ("a person raises both arms", ["arms"])}
+
+
+def make_timelines(seed: int = 0, count: int = 24) -> list[dict]:
+    """Two-prompt timelines: half sequential (two actions one after the other, full body), half
+    simultaneous (walking or standing legs with an arm prompt over part of it)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    timelines = []
+    names = list(_ACTIONS)
+    for k in range(count):
+        if k % 2 == 0:
+            a, b = rng.choice(names, size=2, replace=False)
+            first = float(rng.uniform(2.5, 3.5))
+            timelines.append({"duration": first + 3.0, "intervals": [
+                {"text": _ACTIONS[a], "start": 0.0, "end": first, "body_parts": ["full_body"]},
+                {"text": _ACTIONS[b], "start": first, "end": first + 3.0, "body_parts": ["full_body"]}]})
+        else:
+            legs = _ACTIONS[str(rng.choice(["walk", "idle"]))]
+            text, parts = _ARMS[str(rng.choice(list(_ARMS)))]
+            timelines.append({"duration": 6.0, "intervals": [
+                {"text": legs, "start": 0.0, "end": 6.0, "body_parts": ["lower_body"]},
+                {"text": text, "start": 1.5, "end": 4.5, "body_parts": parts}]})
+    return timelines
+
+
+def evaluate_timelines(work: Path, ckpt: str, steps: int, threads: int) -> dict:
+    """Per-interval R-precision of STMC and of the single joined prompt on the same timelines."""
+    import numpy as np
+    import torch
+
+    from polydiff_motion.commands import load_motion_model
+    from polydiff_motion.control import parse_timeline
+    from polydiff_motion.evaluation import interval_r_precision, load_evaluator
+    from polydiff_motion.text import get_encoder
+
+    out = work / "eval-timelines.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    model = load_motion_model(work / ckpt)
+    evaluator = load_evaluator()
+    encoder = get_encoder(model.require_info()["text_encoder"])
+    fps = float(model.require_info()["fps"])
+    specs = make_timelines()
+    pool = list(dict.fromkeys([*_ACTIONS.values(), *(t for t, _ in _ARMS.values())]))
+    scores: dict[str, list] = {"stmc": [], "joined": []}
+    for index, spec in enumerate(specs):
+        timeline = parse_timeline(spec, f"timeline {index}")
+        texts = [i.text for i in timeline.intervals]
+        emb = torch.from_numpy(encoder.encode(texts + [timeline.joined_text]))
+        generator = torch.Generator().manual_seed(index)
+        stmc = model.generate_timeline(timeline, emb[:-1], emb[-1], steps=steps, generator=generator)[0]
+        generator = torch.Generator().manual_seed(index)
+        frames = torch.tensor([timeline.frames(fps)])
+        joined = model.generate(emb[-1:], frames, steps=steps, generator=generator)[0]
+        intervals = [(i.start, i.end, i.text) for i in timeline.intervals]
+        for name, motion in (("stmc", stmc), ("joined", joined)):
+            scores[name].append(interval_r_precision(evaluator, motion.numpy(), intervals, pool, fps=fps))
+    result = {"timelines": len(specs), "pool": len(pool), "sample_steps": steps,
+              "seconds": round(time.perf_counter() - started, 1)}
+    for name, rows in scores.items():
+        for k in (1, 3):
+            result[f"{name}_interval_top{k}"] = float(np.mean([r[f"top{k}"] for r in rows]))
+    log(f"timelines: {result}")
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def _target(name: str, value: float, threshold: float, met: bool) -> dict:
