@@ -6,7 +6,7 @@ Each is ``fn(argv) -> exit status``, run as ``polydiff motion <command> ...``:
   HumanML3D's layout in ``OUT`` and encodes its captions with the offline MiniLM model.
 * ``generate --ckpt M.ckpt --text "a person walks forward" --seconds 6 -o walk.bvh`` generates
   motions from text, from a multi-track timeline (``--timeline T.json``, STMC), or edits a
-  motion (``--edit in-between|upper-body|lower-body --source S``), optionally with the
+  motion (``--edit in-between|keep-upper|keep-lower --source S``), optionally with the
   physics projection (``--physics``), and writes BVH, joint positions (npz) and a stick-figure
   render (GIF).
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -109,6 +110,8 @@ def _outputs(out: Path, count: int) -> list[Path]:
     """One output path per request: ``out`` itself for one, ``out/NNN.bvh`` for several."""
     if count == 1 and out.suffix.lower() in (".bvh", ".npz"):
         return [out]
+    if count == 1 and out.suffix:
+        raise ValueError(f"-o {out}: a motion is written as .bvh (with an .npz beside it) or .npz, or into a folder")
     if out.suffix:
         raise ValueError(f"-o {out}: several motions are written to a folder; give a folder name without a suffix")
     return [out / f"{i:03d}.bvh" for i in range(count)]
@@ -176,6 +179,20 @@ def generate(argv: Sequence[str]) -> int:
     if opts.samples < 1:
         _fail("--samples must be at least 1")
         return 2
+    from polydiff.samplers import SAMPLERS
+
+    if opts.sampler is not None and opts.sampler not in SAMPLERS:
+        _fail(f"unknown --sampler {opts.sampler!r}; valid: {', '.join(SAMPLERS)}")
+        return 2
+    if opts.steps is not None and opts.steps < 1:
+        _fail("--steps must be at least 1")
+        return 2
+    if opts.guidance is not None and not math.isfinite(opts.guidance):
+        _fail("--guidance must be a finite number")
+        return 2
+    if opts.keep <= 0 or not math.isfinite(opts.keep) or opts.margin < 0:
+        _fail("--keep must be positive and --margin non-negative (seconds)")
+        return 2
     if opts.timeline is not None and (opts.text or opts.edit):
         _fail("--timeline takes its prompts from the file; do not combine it with --text or --edit")
         return 2
@@ -208,9 +225,13 @@ def generate(argv: Sequence[str]) -> int:
         from polydiff_motion.control import TimelineError, read_timeline
 
         try:
-            timeline = read_timeline(opts.timeline, max_seconds=limit / fps)
             outputs = _outputs(opts.out, opts.samples)
-        except (TimelineError, ValueError) as exc:
+        except ValueError as exc:
+            _fail(str(exc))
+            return 2
+        try:
+            timeline = read_timeline(opts.timeline, max_seconds=limit / fps)
+        except TimelineError as exc:
             _fail(str(exc))
             return 1
         texts = [i.text for i in timeline.intervals]
@@ -219,8 +240,8 @@ def generate(argv: Sequence[str]) -> int:
         try:
             motions = model.generate_timeline(timeline, embeddings[:-1], embeddings[-1], samples=opts.samples,
                                               margin=opts.margin, generator=generator, **sample_args)
-        except ValueError as exc:
-            _fail(f"{opts.timeline}: {exc}")
+        except (ValueError, FloatingPointError) as exc:
+            _fail(f"generation failed for {opts.timeline}: {exc}")
             return 1
         status = 0
         for path, motion in zip(outputs, motions):
@@ -287,7 +308,11 @@ def generate(argv: Sequence[str]) -> int:
         else:
             known = body_part_known(values, lengths, ["upper_body" if opts.edit == "keep-upper" else "lower_body"])
     generator = torch.Generator().manual_seed(opts.seed)
-    motions = model.generate(embeddings, lengths, generator=generator, known=known, **sample_args)
+    try:
+        motions = model.generate(embeddings, lengths, generator=generator, known=known, **sample_args)
+    except (ValueError, FloatingPointError) as exc:
+        _fail(f"generation failed: {exc}")
+        return 1
     for (k, text, frames), motion in zip(valid, motions):
         try:
             for written in _write_motion(outputs[k], motion[:frames].numpy(), fps, text=text, render=opts.render,

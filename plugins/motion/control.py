@@ -17,9 +17,10 @@ transitions), denoises every crop with its own prompt (one batched call, with cl
 guidance), and stitches the clean estimates back by time and body part: in each frame every
 body part takes the estimate of the interval driving it, blended linearly across the margins
 where consecutive intervals meet; body parts that no interval drives at that frame take the
-estimate of an interval active at that frame (the first that drives the legs, else the first),
-and frames no interval covers keep the sampler's own estimate (of the whole timeline's prompts
-joined). The sampler then continues from the stitched estimate.
+estimates of the intervals active at that frame that drive the legs (all active ones if none
+does), blended with their ramps; frames no interval covers keep the sampler's own estimate (of
+the whole timeline's prompts joined), and a margin next to such frames blends into it. The
+sampler then continues from the stitched estimate.
 
 Timeline files are JSON::
 
@@ -265,7 +266,8 @@ class TimelineComposer:
         batch: how many copies of the timeline are being sampled (the state's batch size).
 
     Attributes:
-        weights: (n_intervals, T, 263) the stitching weights (normalised where any is positive).
+        weights: (n_intervals, T, 263) the stitching weights (summing to at most 1 per entry).
+        rest: (T, 263) the weight of the sampler's own estimate, ``1 - weights.sum(0)``.
         calls: denoiser calls made (one per step, two with guidance).
     """
 
@@ -278,33 +280,36 @@ class TimelineComposer:
         self.guidance, self.batch, self.calls = float(guidance), int(batch), 0
         total = timeline.frames(fps)
         pad = int(round(margin * fps))
-        crops, weights = [], torch.zeros(len(timeline.intervals), total, FEATURE_DIM)
+        crops, ramps = [], torch.zeros(len(timeline.intervals), total)
+        weights = torch.zeros(len(timeline.intervals), total, FEATURE_DIM)
         for k, interval in enumerate(timeline.intervals):
             first, stop = timeline.frame_range(interval, fps)
             lo, hi = max(0, first - pad), min(total, stop + pad)
             crops.append((lo, hi))
-            frame_w = torch.zeros(total)
-            frame_w[first:stop] = 1.0
+            ramps[k, first:stop] = 1.0
             for j in range(1, pad + 1):  # linear ramps over the margins
                 ramp = 1.0 - j / (pad + 1)
                 if first - j >= lo:
-                    frame_w[first - j] = ramp
+                    ramps[k, first - j] = ramp
                 if stop - 1 + j < hi:
-                    frame_w[stop - 1 + j] = ramp
-            weights[k][:, part_channels(interval.parts)] = frame_w[:, None]
-        # Parts no interval drives at a frame follow an interval active there (legs first).
-        active = torch.stack([weights[k].amax(dim=-1) > 0 for k in range(len(crops))])  # (n, T)
-        driven = weights.sum(0) > 0  # (T, 263)
-        order = sorted(range(len(crops)), key=lambda k: ("legs" not in timeline.intervals[k].parts, k))
-        for t in range(total):
-            for k in order:
-                if active[k, t]:
-                    free = ~driven[t]
-                    weights[k, t, free] = weights[k, t].amax()
-                    break
+                    ramps[k, stop - 1 + j] = ramp
+            weights[k][:, part_channels(interval.parts)] = ramps[k][:, None]
+        # What the explicit prompts leave of each channel at a frame (all of it where none drives
+        # the channel, part of it in a prompt's margin) follows the intervals active there that
+        # drive the legs (all active ones if none does), in proportion to their ramps, so it
+        # blends across seams like the legs do. Overlapping margins are normalised; what is left
+        # after that (a margin next to frames no interval covers) is the sampler's own estimate.
+        legs = torch.tensor(["legs" in i.parts for i in timeline.intervals])
+        active = ramps > 0  # (n, T)
+        chosen = torch.where((active & legs[:, None]).any(0, keepdim=True), active & legs[:, None], active)
+        drives = weights.amax(dim=1) > 0  # (n, 263): the channels each interval drives itself
+        share = (ramps * chosen)[..., None] * ~drives[:, None, :]  # (n, T, 263)
+        share = share / share.sum(0, keepdim=True).clamp_min(1.0)
         norm = weights.sum(0, keepdim=True)
-        self.weights = torch.where(norm > 0, weights / norm.clamp_min(1e-12), weights)
-        self.covered = norm[0] > 0  # (T, 263)
+        weights = torch.where(norm > 1, weights / norm.clamp_min(1e-12), weights)
+        weights = weights + (1.0 - weights.sum(0, keepdim=True)).clamp_min(0.0) * share
+        self.weights = weights
+        self.rest = (1.0 - self.weights.sum(0)).clamp_min(0.0)  # (T, 263)
         self.crops = crops
         self.text = text_embeddings
         self.frames = total
@@ -344,7 +349,7 @@ class TimelineComposer:
             out = convert(out, kind, "x0", flat_x, t_flat.reshape(-1, 1, 1), self.schedule, None)
         out = out.reshape(batch, n, longest, -1)
         weights = self.weights.to(device=device, dtype=dtype)
-        stitched = torch.zeros_like(x)
+        stitched = self.rest.to(device=device, dtype=dtype) * info.denoised
         for k, (lo, hi) in enumerate(self.crops):
             stitched[:, lo:hi] += weights[k, lo:hi] * out[:, k, : hi - lo]
-        return torch.where(self.covered.to(device), stitched, info.denoised)
+        return stitched

@@ -73,7 +73,8 @@ def positions_to_bvh(positions: np.ndarray, path: str | Path, fps: float = 20.0,
 
 
 def read_motion_source(path: str | Path, fps: float = 20.0) -> np.ndarray:
-    """HumanML3D features (T, 263) of a motion file: a BVH with the SMPL joint names, a HumanML3D
+    """HumanML3D features (T, 263) of a motion file: a BVH with the SMPL joint names (resampled to
+    ``fps`` when its frame rate differs), a HumanML3D
     feature file (``.npy``, (T, 263)), or an archive written by ``generate`` (``.npz`` with
     ``features``).
 
@@ -95,13 +96,23 @@ def read_motion_source(path: str | Path, fps: float = 20.0) -> np.ndarray:
             positions[:, list(order)] = motion.global_positions()
             if motion.n_frames < 2:
                 raise MotionSourceError(f"{path}: a motion needs at least 2 frames; the file has {motion.n_frames}")
+            if abs(motion.fps - fps) > 1e-6 * fps:  # resample to the model's frame rate
+                times = np.arange(motion.n_frames) / motion.fps
+                new_times = np.arange(int(np.floor(times[-1] * fps + 1e-9)) + 1) / fps
+                flat = positions.reshape(motion.n_frames, -1)
+                positions = np.stack([np.interp(new_times, times, flat[:, k]) for k in range(flat.shape[1])], -1)
+                positions = positions.reshape(len(new_times), 22, 3)
+                if len(positions) < 2:
+                    raise MotionSourceError(f"{path}: shorter than two frames at {fps} fps")
             return positions_to_features(positions, fps)
         if suffix in (".npy", ".npz"):
-            data = np.load(path, allow_pickle=False)
             if suffix == ".npz":
-                if "features" not in data:
-                    raise MotionSourceError(f"{path}: no field 'features' (fields: {', '.join(data.files)})")
-                data = data["features"]
+                with np.load(path, allow_pickle=False) as archive:
+                    if "features" not in archive:
+                        raise MotionSourceError(f"{path}: no field 'features' (fields: {', '.join(archive.files)})")
+                    data = archive["features"]
+            else:
+                data = np.load(path, allow_pickle=False)
             features = np.asarray(data, dtype=np.float32)
             if features.ndim != 2 or features.shape[1] != FEATURE_DIM or len(features) == 0:
                 raise MotionSourceError(f"{path}: features must have shape (T >= 1, {FEATURE_DIM}); got {features.shape}")

@@ -6,12 +6,14 @@ projection. This module does the projection with kinematic constraints instead o
 on HumanML3D features (:mod:`polydiff_motion.features`), and offers it as the core's per-step
 callback (:class:`PhysicsProjection`), so it works with every sampler and every motion model:
 
-1. **Ground contact.** On every frame where the motion's own foot-contact channels say a foot is
-   planted, the whole body is moved vertically so that the lowest planted foot joint rests on
-   the floor (removing floating and sinking during support); on the remaining frames (flight,
-   jumps) it is only raised where some joint is below the floor (penetration). The vertical
-   shift is smoothed over a few frames (so that switching the supporting foot does not jolt the
-   body), and any penetration left after smoothing is removed.
+1. **Ground contact.** A foot joint is planted where the motion's own foot-contact channel is on
+   and the joint is near the motion's ground level (HumanML3D's labels are speed-only and also
+   fire at the top of a jump). On every frame with a planted foot the whole body is moved
+   vertically so that the lowest planted foot joint rests on the floor (removing floating and
+   sinking during support); on the frames between (steps, flight, jumps) the vertical shift is
+   interpolated from the neighbouring supported frames, so a jump keeps its shape. The shift is
+   smoothed over a few frames (so that switching the supporting foot does not jolt the body),
+   and any penetration left is removed.
 2. **Foot skating.** On every step ``t -> t+1`` where a foot joint is planted, the root's
    horizontal step is corrected by the mean horizontal slide of the planted foot joints, so that
    a planted foot stays where it is (the pose of the body is unchanged; the whole body moves
@@ -53,6 +55,27 @@ def _smooth(values: Tensor, valid: Tensor, sigma: float) -> Tensor:
     return torch.where(valid, (num / den.clamp_min(1e-12))[:, 0], values)
 
 
+def _interpolate_gaps(values: Tensor, known: Tensor) -> Tensor:
+    """(B, T) values kept where ``known``, linearly interpolated between known frames elsewhere
+    (held constant before the first and after the last; 0 where a row has none)."""
+    out = torch.zeros_like(values)
+    frames = torch.arange(values.shape[1], dtype=values.dtype, device=values.device)
+    for b in range(values.shape[0]):
+        idx = torch.nonzero(known[b]).flatten()
+        if idx.numel() == 0:
+            continue
+        xs, ys = frames[idx], values[b, idx]
+        right = torch.searchsorted(xs, frames).clamp(1, max(1, xs.numel() - 1))
+        left = right - 1
+        if xs.numel() == 1:
+            out[b] = ys[0]
+            continue
+        span = (xs[right] - xs[left]).clamp_min(1e-12)
+        w = ((frames - xs[left]) / span).clamp(0.0, 1.0)
+        out[b] = ys[left] + w * (ys[right] - ys[left])
+    return out
+
+
 @torch.no_grad()
 def project_features(
     features: Tensor,
@@ -60,6 +83,7 @@ def project_features(
     *,
     floor: float = 0.0,
     contact_threshold: float = 0.5,
+    plant_height: float = 0.15,
     height_sigma: float = 1.0,
     ground: bool = True,
     skating: bool = True,
@@ -70,7 +94,9 @@ def project_features(
         features: motions in HumanML3D's units (denormalised).
         mask: valid frames (default: all); padded frames are returned unchanged.
         floor: the floor's height (metres, y up).
-        contact_threshold: a foot joint is planted where its contact channel exceeds this.
+        contact_threshold: a foot joint's contact label is on where its channel exceeds this.
+        plant_height: a labelled foot joint counts as planted only within this many metres of
+            the joint's own ground level (the 5th percentile of its labelled heights in the motion).
         height_sigma: Gaussian smoothing of the vertical correction, in frames (0: none).
         ground, skating: apply the ground-contact and the foot-skating corrections.
 
@@ -93,15 +119,27 @@ def project_features(
         raise ValueError(f"mask must have shape {(batch, frames)}; got {tuple(valid.shape)}")
     work = f.double().clone()
     positions = features_to_positions(work)  # (B, T, 22, 3)
-    planted = (work[..., FOOT_CONTACT] > contact_threshold) & valid[..., None]  # (B, T, 4)
     feet = list(FOOT_JOINTS)
 
+    # A foot joint is planted where its contact channel is on and it is near the motion's own
+    # ground level (a low percentile of that joint's labelled heights): HumanML3D's labels are
+    # speed-only, so they also fire at the top of a jump, where the feet stop for a moment.
+    heights = positions[..., 1]  # (B, T, 22)
+    foot_heights = heights[..., feet]
+    labelled = (work[..., FOOT_CONTACT] > contact_threshold) & valid[..., None]
+    level = foot_heights.new_full((batch, len(feet)), floor)
+    for b in range(batch):
+        for j in range(len(feet)):
+            on = labelled[b, :, j]
+            if bool(on.any()):
+                level[b, j] = torch.quantile(foot_heights[b, on, j], 0.05)
+    planted = labelled & (foot_heights - level[:, None, :] < plant_height)
+
     if ground:
-        heights = positions[..., 1]  # (B, T, 22)
         lowest = heights.min(dim=-1).values
-        planted_low = torch.where(planted, heights[..., feet], torch.full_like(heights[..., feet], float("inf"))).min(-1).values
+        planted_low = torch.where(planted, foot_heights, torch.full_like(foot_heights, float("inf"))).min(-1).values
         supported = planted.any(dim=-1)
-        dy = torch.where(supported, floor - planted_low, torch.zeros_like(lowest))
+        dy = _interpolate_gaps(torch.where(supported, floor - planted_low, torch.zeros_like(lowest)), supported & valid)
         dy = _smooth(dy, valid, height_sigma)
         dy = dy + (floor - (lowest + dy)).clamp_min(0.0)
         dy = torch.where(valid, dy, torch.zeros_like(dy))
