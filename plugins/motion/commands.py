@@ -117,8 +117,10 @@ def _outputs(out: Path, count: int) -> list[Path]:
     return [out / f"{i:03d}.bvh" for i in range(count)]
 
 
-def _write_motion(path: Path, features: Any, fps: float, *, text: str, render: bool, overwrite: bool) -> list[Path]:
-    """Write one motion: BVH (or npz), always an npz of features and positions beside a BVH, a GIF if asked."""
+def _write_motion(path: Path, features: Any, fps: float, *, text: str, render: bool, overwrite: bool,
+                  smpl_model: Path | None = None) -> list[Path]:
+    """Write one motion: BVH (or npz), always an npz of features and positions beside a BVH, a GIF
+    if asked, and an AMASS-layout SMPL pose file (``<name>.smpl.npz``) with a body model."""
     import numpy as np
 
     from polydiff_motion.export import positions_to_bvh, render_gif
@@ -127,7 +129,9 @@ def _write_motion(path: Path, features: Any, fps: float, *, text: str, render: b
     features = np.asarray(features, dtype=np.float32)
     positions = features_to_positions(features)
     archive = path if path.suffix.lower() == ".npz" else path.with_suffix(".npz")
-    targets = [archive] + ([path] if path.suffix.lower() == ".bvh" else []) + ([path.with_suffix(".gif")] if render else [])
+    smpl = path.with_suffix(".smpl.npz")
+    targets = ([archive] + ([path] if path.suffix.lower() == ".bvh" else []) + ([path.with_suffix(".gif")] if render else [])
+               + ([smpl] if smpl_model is not None else []))
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
@@ -142,6 +146,10 @@ def _write_motion(path: Path, features: Any, fps: float, *, text: str, render: b
     written.append(archive)
     if render:
         written.append(render_gif(positions, path.with_suffix(".gif"), fps, title=text, overwrite=overwrite))
+    if smpl_model is not None:
+        from polydiff_motion.export import positions_to_smpl
+
+        written.append(positions_to_smpl(positions, smpl, smpl_model, fps, overwrite=overwrite))
     return written
 
 
@@ -173,6 +181,9 @@ def generate(argv: Sequence[str]) -> int:
     parser.add_argument("--margin", type=float, default=0.25, help="timeline crops' margin in seconds (blended)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--render", action="store_true", help="also write a stick-figure GIF of each motion")
+    parser.add_argument("--smpl-model", type=Path,
+                        help="a SMPL-family body-model file (or folder): also write NAME.smpl.npz, the motion as SMPL "
+                             "pose parameters in AMASS's layout")
     parser.add_argument("-o", "--out", type=Path, required=True, help="a .bvh or .npz file, or a folder for several")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     opts = parser.parse_args(list(argv))
@@ -247,7 +258,7 @@ def generate(argv: Sequence[str]) -> int:
         for path, motion in zip(outputs, motions):
             try:
                 for written in _write_motion(path, motion.numpy(), fps, text=timeline.joined_text, render=opts.render,
-                                             overwrite=opts.overwrite):
+                                             overwrite=opts.overwrite, smpl_model=opts.smpl_model):
                     print(written)
             except (FileExistsError, OSError, ValueError) as exc:
                 _fail(str(exc))
@@ -316,9 +327,9 @@ def generate(argv: Sequence[str]) -> int:
     for (k, text, frames), motion in zip(valid, motions):
         try:
             for written in _write_motion(outputs[k], motion[:frames].numpy(), fps, text=text, render=opts.render,
-                                         overwrite=opts.overwrite):
+                                         overwrite=opts.overwrite, smpl_model=opts.smpl_model):
                 print(written)
-        except (FileExistsError, OSError, ValueError) as exc:
+        except (FileExistsError, OSError, ValueError, ImportError) as exc:
             _fail(str(exc))
             status = 1
     return status

@@ -5,6 +5,11 @@
   :func:`~polydiff_motion.skeleton.inverse_kinematics`) and writes a BVH file in metres, y up, as
   Blender's importer reads it; :func:`read_motion_source` reads a motion back from such a file, a
   HumanML3D feature file (``.npy``) or a generated archive (``.npz``).
+* :func:`positions_to_smpl` writes an AMASS-layout SMPL pose file (``poses``, ``trans``,
+  ``betas``, ``mocap_framerate``, ``gender``; z up as AMASS stores it) when the user has a
+  SMPL-family body-model file: the rotations pose the body model's own rest skeleton along the
+  motion's bone directions, so ``formats.read_amass`` with the same model gives the joints back
+  (with the model's bone lengths).
 * :func:`render_gif` draws joint positions as a stick figure on a floor grid (orthographic view
   from the front-left, camera following the root), with Pillow.
 """
@@ -16,7 +21,8 @@ import numpy as np
 
 from .skeleton import SMPL22, SMPL22_NAMES, SMPL22_PARENTS, Skeleton, check_joint_names
 
-__all__ = ["fitted_skeleton", "positions_to_bvh", "read_motion_source", "render_gif", "MotionSourceError"]
+__all__ = ["fitted_skeleton", "positions_to_bvh", "positions_to_smpl", "read_motion_source", "render_gif",
+           "MotionSourceError"]
 
 
 class MotionSourceError(ValueError):
@@ -70,6 +76,57 @@ def positions_to_bvh(positions: np.ndarray, path: str | Path, fps: float = 20.0,
     motion = BVHMotion.from_arrays(list(SMPL22_NAMES), list(SMPL22_PARENTS), skeleton.offsets, rotations,
                                    positions[:, 0], fps, end_sites=end_sites)
     return write_bvh(path, motion, overwrite=overwrite)
+
+
+def positions_to_smpl(positions: np.ndarray, path: str | Path, model_path: str | Path, fps: float = 20.0, *,
+                      gender: str = "neutral", overwrite: bool = False) -> Path:
+    """Write joint positions as an AMASS-layout SMPL pose file (module docstring).
+
+    The body model's rest joints (its joint regressor applied to its template, shape 0) give the
+    skeleton; :func:`~polydiff_motion.skeleton.inverse_kinematics` gives each joint's rotation
+    along the motion's bones; the root's orientation and ``trans`` are turned into AMASS's z-up
+    frame. ``poses`` holds the 22 body joints' axis-angles followed by zeros for the hands
+    (156 values, SMPL-H's layout, which :func:`~polydiff_motion.formats.read_amass` reads).
+
+    Shapes:
+        positions: (T, 22, 3) global positions in metres, y up.
+
+    Raises:
+        MotionDataError: an unusable body-model file (named).
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
+    """
+    import torch
+
+    from .formats import AMASS_Z_UP_TO_Y_UP, MotionDataError, _find_body_model, _load_body_model
+    from .skeleton import inverse_kinematics, matrix_to_axis_angle
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    positions = np.asarray(positions, dtype=np.float64)
+    if positions.ndim != 3 or positions.shape[1:] != (22, 3) or len(positions) == 0:
+        raise ValueError(f"positions must have shape (T >= 1, 22, 3); got {positions.shape}")
+    model_file = _find_body_model(Path(model_path), gender)
+    model = _load_body_model(model_file)
+    parents = [int(p) for p in model["parents"][:22]]
+    if parents[1:] != list(SMPL22_PARENTS[1:]):
+        raise MotionDataError(f"{model_file}: its first 22 joints do not follow SMPL's kinematic tree")
+    rest = (model["J_regressor"] @ model["v_template"]).numpy()[:22]
+    offsets = np.array([rest[j] - (rest[p] if p >= 0 else 0.0) for j, p in enumerate(SMPL22_PARENTS)])
+    skeleton = Skeleton(SMPL22_NAMES, SMPL22_PARENTS, offsets)
+    rotations = inverse_kinematics(torch.from_numpy(positions), skeleton)  # (T, 22, 3, 3), y up
+    to_z_up = torch.from_numpy(AMASS_Z_UP_TO_Y_UP.T.copy())
+    rotations[:, 0] = to_z_up @ rotations[:, 0]
+    poses = np.zeros((len(positions), 156))
+    poses[:, :66] = matrix_to_axis_angle(rotations).reshape(len(positions), 66).numpy()
+    trans = positions[:, 0] @ AMASS_Z_UP_TO_Y_UP - rest[0]  # (M^T p)^T = p^T M
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, poses=poses, trans=trans, betas=np.zeros(16), mocap_framerate=np.array(float(fps)),
+                 gender=np.array(gender))
+    tmp.replace(path)
+    return path
 
 
 def read_motion_source(path: str | Path, fps: float = 20.0) -> np.ndarray:

@@ -6,6 +6,8 @@ the BVH written from the positions must give them back (up to the file's printed
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -186,3 +188,36 @@ def test_render_gif_refuses_to_overwrite_and_checks_shapes(clip, tmp_path):
     with pytest.raises(ValueError, match=r"\(T >= 1, 22, 3\)"):
         render_gif(np.zeros((3, 22, 2)), tmp_path / "bad.gif")
     assert not (tmp_path / "bad.gif").exists()
+
+
+# --- SMPL pose files through a body model ---------------------------------------------------------
+def _write_body_model(path: Path) -> None:
+    """A SMPL-H-like .npz with one vertex per joint, its rest joints SMPL22's (plus two hand joints)."""
+    from polydiff_motion.skeleton import SMPL22
+
+    rest = SMPL22.rest_positions()
+    template = np.concatenate([rest, rest[[20, 21]] + np.array([[0.1, 0.0, 0.0], [-0.1, 0.0, 0.0]])])
+    parents = (0,) + SMPL22.parents[1:] + (20, 21)
+    np.savez(path, v_template=template, shapedirs=np.zeros((24, 3, 10)), posedirs=np.zeros((24, 3, 207)),
+             J_regressor=np.eye(24), weights=np.eye(24), kintree_table=np.stack([np.array(parents), np.arange(24)]),
+             f=np.array([[0, 1, 2]]))
+
+
+def test_smpl_pose_file_round_trips_through_the_body_model(tmp_path: Path):
+    pytest.importorskip("smplx")
+    from polydiff_motion.export import positions_to_smpl
+    from polydiff_motion.formats import read_amass
+    from polydiff_motion.procedural import compose
+
+    model = tmp_path / "SMPL_NEUTRAL.npz"
+    _write_body_model(model)
+    clip = compose([("walk", {"duration": 2.0}), ("turn", {"side": "right", "angle": 90})], seed=5, vary_shape=False)
+    out = positions_to_smpl(clip.positions, tmp_path / "clip.smpl.npz", model, 20.0)
+    data = np.load(out)
+    assert data["poses"].shape == (len(clip.positions), 156) and not data["poses"][:, 66:].any()
+    assert data["trans"].shape == (len(clip.positions), 3)
+    back = read_amass(out, model, fps=20.0)
+    # The body model's rest skeleton is the clip's, so the joints come back exactly.
+    np.testing.assert_allclose(back, clip.positions, atol=1e-5)
+    with pytest.raises(FileExistsError):
+        positions_to_smpl(clip.positions, out, model, 20.0)
