@@ -24,7 +24,7 @@ _DEMO_ARGS = [
     "--model.init_args.ema_decay", "0.98",
     "--model.init_args.optimizer.init_args.lr", "1e-3",
     "--data.init_args.batch_size", "16",
-    "--data.init_args.max_frames", "120",
+    "--data.init_args.max_frames", "100",
 ]
 
 #: The quickstart's timeline: walking throughout, a right-hand wave over it, then both arms up.
@@ -41,7 +41,7 @@ _PROMPTS = ["a person walks forward", "someone jumps in place", "a person waves 
             "a man kicks with the right leg", "the figure turns left", "a person crouches down"]
 
 
-def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 400, seed: int = 0, clips: int = 300) -> dict[str, Any]:
+def run_demo(out_dir: Path, *, progress: bool = True, max_steps: int = 250, seed: int = 0, clips: int = 200) -> dict[str, Any]:
     """Make data, train briefly, generate from text and a timeline, and compare the physics projection.
 
     Args:
