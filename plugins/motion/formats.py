@@ -36,6 +36,7 @@ __all__ = [
     "MotionRecord",
     "HumanML3DSplit",
     "read_humanml3d",
+    "read_split_ids",
     "read_stats",
     "HUMANML3D_FPS",
     "AMASS_Z_UP_TO_Y_UP",
@@ -238,13 +239,7 @@ def read_humanml3d(root: str | Path, split: str = "train", *, min_frames: int = 
         MotionDataError: ``root`` or the split file is missing.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise MotionDataError(f"{root}: no such folder")
-    split_path = root / f"{split}.txt"
-    if not split_path.is_file():
-        available = sorted(p.stem for p in root.glob("*.txt"))
-        raise MotionDataError(f"{split_path}: no such split file; splits present: {', '.join(available) or 'none'}")
-    ids = [line.strip() for line in split_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = read_split_ids(root, split)
     result = HumanML3DSplit()
     for clip in ids:
         try:
@@ -252,6 +247,22 @@ def read_humanml3d(root: str | Path, split: str = "train", *, min_frames: int = 
         except MotionDataError as error:
             result.problems.append((clip, str(error)))
     return result
+
+
+def read_split_ids(root: str | Path, split: str) -> list[str]:
+    """The clip ids of one split of a HumanML3D folder, ``<root>/<split>.txt`` (one id a line).
+
+    Raises:
+        MotionDataError: ``root`` or the split file is missing (the splits present are named).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise MotionDataError(f"{root}: no such folder")
+    split_path = root / f"{split}.txt"
+    if not split_path.is_file():
+        available = sorted(p.stem for p in root.glob("*.txt"))
+        raise MotionDataError(f"{split_path}: no such split file; splits present: {', '.join(available) or 'none'}")
+    return [line.strip() for line in split_path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def read_stats(root: str | Path) -> FeatureStats:

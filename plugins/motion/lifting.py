@@ -51,7 +51,7 @@ from polydiff.module import DiffusionModule, SampleMetrics
 from polydiff.schedules import Schedule, VPCosine
 
 from .data import EpochSampler
-from .formats import MotionDataError
+from .formats import MotionDataError, read_split_ids
 from .nets import sinusoidal_embedding
 from .skeleton import SMPL22, SMPL22_NAMES, SMPL22_PARENTS, check_joint_names
 
@@ -239,16 +239,8 @@ def read_joint_clips(root: str | Path, split: str) -> tuple[list[str], list[np.n
         MotionDataError: ``root`` or the split file is missing.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise MotionDataError(f"{root}: no such folder")
-    split_path = root / f"{split}.txt"
-    if not split_path.is_file():
-        available = sorted(p.stem for p in root.glob("*.txt"))
-        raise MotionDataError(f"{split_path}: no such split file; splits present: {', '.join(available) or 'none'}")
     ids, clips, problems = [], [], []
-    for clip in (line.strip() for line in split_path.read_text(encoding="utf-8").splitlines()):
-        if not clip:
-            continue
+    for clip in read_split_ids(root, split):
         path = root / "new_joints" / f"{clip}.npy"
         try:
             joints = np.load(path, allow_pickle=False)
