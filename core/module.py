@@ -396,6 +396,55 @@ class DiffusionModule(pl.LightningModule):
             "module_class": f"{type(self).__module__}.{type(self).__qualname__}",
             "model_config": _plain_data(self.polydiff_config, "polydiff_config"),
         }
+        if self.data_key is not None:
+            info = self.require_info()
+            checkpoint[self.data_key] = info
+            self.record_init_arg(checkpoint, "data_info", info)
+
+    # --- the data description ----------------------------------------------------------------
+    #: The checkpoint key under which a module keeps the description of its data (feature
+    #: statistics, sizes, a vocabulary): set by plugins whose networks or normalisation depend on
+    #: the data. With it set, the module takes the description from the data module's ``info()``
+    #: in ``setup`` (:meth:`configure_data`), checks the fields in :attr:`data_matching` when it
+    #: already has one, records it in checkpoints (under this key and as the ``data_info`` init
+    #: argument) and takes it back from a checkpoint's key when loaded without it.
+    data_key: str | None = None
+    #: Fields of the data description that must agree between a trained model and new data.
+    data_matching: tuple[str, ...] = ()
+    #: The data description, once known.
+    data_info: dict[str, Any] | None = None
+
+    def configure_data(self, info: Mapping[str, Any]) -> None:
+        """Take a data description (check it, build what depends on it, set :attr:`data_info`)."""
+        raise NotImplementedError(f"{type(self).__name__} sets data_key but does not implement configure_data")
+
+    def require_info(self) -> dict[str, Any]:
+        """The data description; an error saying how to get one when there is none yet."""
+        if self.data_info is None:
+            raise RuntimeError(f"the {type(self).__name__} has no data description yet: train it on its plugin's data "
+                               "module or load a checkpoint")
+        return self.data_info
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data_key is None:
+            return
+        info = self.datamodule_info()
+        if info is None:
+            return
+        if self.data_info is None:
+            self.configure_data(info)
+            self.to(self.device)
+            return
+        for key in self.data_matching:
+            if info.get(key) != self.data_info.get(key):
+                ours, theirs = repr(self.data_info.get(key)), repr(info.get(key))
+                detail = f" {theirs} differs from the model's {ours}" if len(ours) + len(theirs) < 160 else \
+                    " differs from the model's"
+                raise ValueError(f"the data's {key}{detail}")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.data_key is not None and self.data_info is None and isinstance(checkpoint.get(self.data_key), Mapping):
+            self.configure_data(checkpoint[self.data_key])
 
     def rebuild_ema(self) -> None:
         """Start the EMA afresh from the denoiser as it is now, with the same decay and warm-up.

@@ -586,6 +586,9 @@ class LiftingDiffusion(DiffusionModule):
     #: A regression lifter gives one hypothesis.
     deterministic = False
 
+    data_key = "lifting"
+    data_matching = ("joints", "joint_names", "window", "normalization")
+
     def __init__(
         self,
         denoiser: LiftingTransformer,
@@ -632,35 +635,9 @@ class LiftingDiffusion(DiffusionModule):
             raise ValueError(f"the data's window of {info['window']} frames exceeds the network's {self.denoiser.max_frames}")
         self.data_info = info
 
-    def require_info(self) -> dict[str, Any]:
-        if self.data_info is None:
-            raise RuntimeError("the lifter has no data description yet: train it on a LiftingDataModule or load a checkpoint")
-        return self.data_info
-
     @property
     def window(self) -> int:
         return int(self.require_info()["window"])
-
-    def setup(self, stage: str | None = None) -> None:
-        info = self.datamodule_info()
-        if info is None:
-            return
-        if self.data_info is None:
-            self.configure_data(info)
-            return
-        for key in ("joints", "joint_names", "window", "normalization"):
-            if info.get(key) != self.data_info.get(key):
-                raise ValueError(f"the data's {key} {info.get(key)!r} differs from the model's {self.data_info.get(key)!r}")
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        info = self.require_info()
-        checkpoint["lifting"] = info
-        self.record_init_arg(checkpoint, "data_info", info)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.data_info is None and isinstance(checkpoint.get("lifting"), Mapping):
-            self.configure_data(checkpoint["lifting"])
 
     # --- batches -------------------------------------------------------------------------------
     def unpack_batch(self, batch: Any) -> dict[str, Any]:

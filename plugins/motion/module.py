@@ -115,6 +115,9 @@ class MotionDiffusion(DiffusionModule):
             recorded in checkpoints).
     """
 
+    data_key = "motion"
+    data_matching = _MATCHING_KEYS
+
     def __init__(
         self,
         denoiser: nn.Module,
@@ -168,32 +171,6 @@ class MotionDiffusion(DiffusionModule):
         self.feature_mean = torch.tensor(info["mean"], dtype=torch.float32, device=device)
         self.feature_std = torch.tensor(info["std"], dtype=torch.float32, device=device)
         self.data_info = info
-
-    def require_info(self) -> dict[str, Any]:
-        if self.data_info is None:
-            raise RuntimeError("the model has no data description yet: train it on a MotionDataModule or load a checkpoint")
-        return self.data_info
-
-    def setup(self, stage: str | None = None) -> None:
-        info = self.datamodule_info()
-        if info is None:
-            return
-        if self.data_info is None:
-            self.configure_data(info)
-            return
-        for key in _MATCHING_KEYS:
-            if info.get(key) != self.data_info.get(key):
-                raise ValueError(f"the data's {key} differs from the model's (trained on {self.data_info['dataset']!r})")
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        info = self.require_info()
-        checkpoint["motion"] = info
-        self.record_init_arg(checkpoint, "data_info", info)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.data_info is None and isinstance(checkpoint.get("motion"), Mapping):
-            self.configure_data(checkpoint["motion"])
 
     def normalize(self, features: Tensor) -> Tensor:
         """Shapes: (..., 263) -> (..., 263), in the network's units."""

@@ -96,6 +96,9 @@ class DiffusionPolicy(DiffusionModule):
             not given; recorded in checkpoints).
     """
 
+    data_key = "policy"
+    data_matching = ("obs_features", "obs_dims", "action_dim", "obs_horizon", "horizon", "image_feature")
+
     def __init__(
         self,
         denoiser: PolicyDenoiser,
@@ -142,11 +145,6 @@ class DiffusionPolicy(DiffusionModule):
         self.register_buffer("action_offset", act_offset, persistent=False)
         self.val_metrics = ActionError(int(info["obs_horizon"]), int(info["action_horizon"]))
 
-    def require_info(self) -> dict[str, Any]:
-        if self.data_info is None:
-            raise RuntimeError("the policy has no data description yet: train it on a PolicyDataModule or load a checkpoint")
-        return self.data_info
-
     @property
     def obs_horizon(self) -> int:
         return int(self.require_info()["obs_horizon"])
@@ -162,24 +160,6 @@ class DiffusionPolicy(DiffusionModule):
     @property
     def action_dim(self) -> int:
         return int(self.require_info()["action_dim"])
-
-    def setup(self, stage: str | None = None) -> None:
-        info = self.datamodule_info()
-        if info is None:
-            return
-        if self.data_info is None:
-            self.configure_data(info)
-            self.to(self.device)
-            return
-        for key in ("obs_features", "obs_dims", "action_dim", "obs_horizon", "horizon", "image_feature"):
-            if info.get(key) != self.data_info.get(key):
-                raise ValueError(f"the data's {key} {info.get(key)!r} differs from the model's {self.data_info.get(key)!r}")
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        info = self.require_info()
-        checkpoint["policy"] = info
-        self.record_init_arg(checkpoint, "data_info", info)
 
     # --- batches -------------------------------------------------------------------------------
     def unpack_batch(self, batch: Any) -> dict[str, Any]:

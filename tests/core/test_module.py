@@ -475,3 +475,55 @@ def test_rebuild_ema_copies_the_current_network_with_the_same_settings():
     assert int(module.ema.num_updates) == 0
     for a, b in zip(module.ema.module.parameters(), module.denoiser.parameters()):
         assert torch.equal(a, b)
+
+
+# --- the data description handshake ---------------------------------------------------------------
+class _Described(DiffusionModule):
+    data_key = "toy"
+    data_matching = ("dim",)
+
+    def __init__(self, data_info: dict | None = None):
+        super().__init__(MLPDenoiser(dim=2, hidden=8))
+        self.configured = 0
+        if data_info is not None:
+            self.configure_data(data_info)
+
+    def configure_data(self, info):
+        if "dim" not in info:
+            raise ValueError("no dim")
+        self.configured += 1
+        self.data_info = dict(info)
+
+
+def test_data_description_from_the_data_module_into_checkpoints_and_back():
+    module = _Described()
+    with pytest.raises(RuntimeError, match="_Described has no data description yet"):
+        module.require_info()
+    module.datamodule_info = lambda: {"dim": 2, "scale": [1.0, 2.0]}
+    module.setup("fit")
+    assert module.require_info() == {"dim": 2, "scale": [1.0, 2.0]} and module.configured == 1
+    module.setup("validate")  # already described: only checked, not taken again
+    assert module.configured == 1
+    module.datamodule_info = lambda: {"dim": 3, "scale": [1.0, 2.0]}
+    with pytest.raises(ValueError, match="the data's dim 3 differs from the model's 2"):
+        module.setup("fit")
+
+    checkpoint = {}
+    module.polydiff_config = {"class_path": "x._Described", "init_args": {}}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["toy"] == {"dim": 2, "scale": [1.0, 2.0]}
+    assert checkpoint["polydiff"]["model_config"]["init_args"]["data_info"] == {"dim": 2, "scale": [1.0, 2.0]}
+
+    fresh = _Described()
+    fresh.on_load_checkpoint(checkpoint)
+    assert fresh.require_info() == {"dim": 2, "scale": [1.0, 2.0]} and fresh.configured == 1
+
+
+def test_modules_without_a_data_key_ignore_the_handshake():
+    module = DiffusionModule(MLPDenoiser(dim=2, hidden=8))
+    module.datamodule_info = lambda: {"dim": 2}
+    module.setup("fit")
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    module.on_load_checkpoint({"toy": {"dim": 2}})
+    assert module.data_info is None and set(checkpoint) == {"polydiff"}
