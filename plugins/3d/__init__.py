@@ -1,0 +1,1 @@
+"""polydiff_3d: point-cloud generation and completion, meshes out, and multi-view texturing (in progress)."""
