@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .features import FEATURE_DIM
+from .commands import _fail
 from .nets import sinusoidal_embedding
 
 __all__ = [
@@ -82,10 +83,6 @@ EVALUATOR_FORMAT = ("polydiff_motion_evaluator", 1)
 _ASSET = "evaluator-demo.pt"
 
 Pooling = Literal["cls", "mean"]
-
-
-def _fail(message: str) -> None:
-    print(f"polydiff motion: error: {message}", file=sys.stderr)
 
 
 # --- the contrastive loss -----------------------------------------------------------------------
@@ -857,19 +854,6 @@ def _generate_all(model: Any, embeddings: np.ndarray, lengths: Sequence[int], *,
     return out
 
 
-def _not_text_to_motion(path: Path, error: Exception) -> str:
-    """Why a checkpoint cannot be evaluated, naming a pose-lifting checkpoint as such."""
-    from polydiff.checkpoint import CheckpointError, load_checkpoint
-
-    try:
-        if isinstance(load_checkpoint(path, plugin="motion").get("lifting"), dict):
-            return (f"{path} is a 2D-to-3D pose-lifting checkpoint; evaluate rates text-to-motion models "
-                    "(trained with 'polydiff motion fit -c t2m' or '-c t2m-regressor')")
-    except CheckpointError:
-        pass
-    return f"{error} (evaluate rates text-to-motion checkpoints)"
-
-
 def evaluate_command(argv: Sequence[str]) -> int:
     """``polydiff motion evaluate --ckpt m.ckpt --data.root out/ [-o metrics.json]``."""
     parser = argparse.ArgumentParser(
@@ -932,7 +916,7 @@ def evaluate_command(argv: Sequence[str]) -> int:
         try:
             model = load_motion_model(opts.ckpt, device)
         except CheckpointError as error:
-            _fail(_not_text_to_motion(opts.ckpt, error))
+            _fail(f"{error} (evaluate rates text-to-motion checkpoints)")
             return 1
         info = model.require_info()
         max_frames = min(max_frames, int(info["max_frames"]))

@@ -51,6 +51,7 @@ from polydiff.module import DiffusionModule, SampleMetrics
 from polydiff.schedules import Schedule, VPCosine
 
 from .data import EpochSampler
+from .commands import _fail
 from .formats import MotionDataError, read_split_ids
 from .nets import sinusoidal_embedding
 from .skeleton import SMPL22, SMPL22_NAMES, SMPL22_PARENTS, check_joint_names
@@ -624,7 +625,6 @@ class LiftingDiffusion(DiffusionModule):
         )
         self.bone_space = bool(bone_space)
         self.hypotheses, self.aggregate = int(hypotheses), aggregate
-        self.data_info: dict[str, Any] | None = None
         if data_info is not None:
             self.configure_data(data_info)
 
@@ -928,10 +928,6 @@ def evaluate_lifter(
 
 
 # --- the command --------------------------------------------------------------------------------
-def _fail(message: str) -> None:
-    print(f"polydiff motion: error: {message}", file=sys.stderr)
-
-
 def _warn(message: str) -> None:
     print(f"polydiff motion: warning: {message}", file=sys.stderr)
 

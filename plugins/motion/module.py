@@ -149,7 +149,6 @@ class MotionDiffusion(DiffusionModule):
         if min(weights) < 0:
             raise ValueError(f"the geometric loss weights must be non-negative, got {weights}")
         self.position_weight, self.velocity_weight, self.foot_contact_weight = (float(w) for w in weights)
-        self.data_info: dict[str, Any] | None = None
         self.register_buffer("feature_mean", None, persistent=False)
         self.register_buffer("feature_std", None, persistent=False)
         self.last_geometric: dict[str, Tensor] = {}

@@ -124,7 +124,6 @@ class DiffusionPolicy(DiffusionModule):
             grid=grid, val_sample_batches=val_sample_batches, optimizer=optimizer, lr_scheduler=lr_scheduler,
             lr_scheduler_interval=lr_scheduler_interval,
         )
-        self.data_info: dict[str, Any] | None = None
         if data_info is not None:
             self.configure_data(data_info)
 

@@ -66,7 +66,8 @@ def test_normalisations_by_hand():
     box, centre, scale = normalize_points(points, "unit_box")
     assert scale == pytest.approx(2.0) and np.abs(box).max() == pytest.approx(1.0)
     same, centre, scale = normalize_points(points, "none")
-    np.testing.assert_allclose(same, points) and scale == 1.0
+    np.testing.assert_allclose(same, points)
+    assert scale == 1.0 and not centre.any()
 
 
 @pytest.mark.parametrize("bad, message", [
