@@ -47,7 +47,9 @@ TRAINER_COMMANDS: tuple[str, ...] = ("fit", "validate", "test", "predict")
 RESERVED_NAMES: tuple[str, ...] = ("list", "quickstart", "core", "help")
 """Top-level ``polydiff`` words that can never be plugin names."""
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+# A command word: lower-case letters, digits, "-" and "_", starting with a letter or a digit and
+# holding at least one letter ("3d" is a name, "42" is not: it reads as a number).
+_NAME = re.compile(r"^(?=[a-z0-9_-]*[a-z])[a-z0-9][a-z0-9_-]*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
 
 
@@ -160,7 +162,7 @@ class Plugin:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ValueError(
                 f"plugin name {self.name!r} is not valid: use lower-case letters, digits, '-' or '_', "
-                "starting with a letter"
+                "starting with a letter or digit and holding at least one letter"
             )
         if self.name in RESERVED_NAMES:
             raise ValueError(f"plugin name {self.name!r} is reserved; reserved names: {', '.join(RESERVED_NAMES)}")

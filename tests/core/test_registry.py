@@ -46,10 +46,16 @@ def test_plugin_defaults_and_immutability():
         plugin.commands["x"] = "y"  # type: ignore[index]
 
 
+def test_plugin_name_may_start_with_a_digit():
+    assert Plugin(name="3d", description="d", datamodule_class="a.B").name == "3d"
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"name": "Bad Name"}, "not valid"),
+        ({"name": "42"}, "not valid"),
+        ({"name": "-x"}, "not valid"),
         ({"name": "list"}, "reserved"),
         ({"requires": ("torch.nn",)}, "top-level import name"),
         ({"commands": {"fit": "a:b"}}, "clash"),
