@@ -59,6 +59,8 @@ def make_demo_data(argv: Sequence[str]) -> int:
     parser.add_argument("--textures-per-label", type=int, default=300, help="texture images per label")
     parser.add_argument("--texture-size", type=int, default=64, help="texture image side in pixels")
     parser.add_argument("--scans", type=int, default=8, help="partial scans of test shapes to write")
+    parser.add_argument("--cgal-scans", type=int, default=8,
+                        help="partial scans of libcgal-demo's meshes to write (0: none; none when it is not installed)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing corpus in OUT")
     args = parser.parse_args(list(argv))
@@ -123,7 +125,7 @@ def _write_demo_extras(out: Path, args: argparse.Namespace) -> dict[str, Any]:
         written.append(str(path))
     extras["scans"] = written
     cgal = []
-    for k, path in enumerate(cgal_meshes()[:8]):
+    for k, path in enumerate(cgal_meshes()[: args.cgal_scans] if args.cgal_scans > 0 else []):
         try:
             mesh = load_mesh(path) if path.suffix != ".gz" else None
         except Exception:  # a mesh the package ships that trimesh cannot read is just not used

@@ -490,6 +490,7 @@ def texture_mesh(
     decay: float = 0.5,
     resample_noise: bool = False,
     schedule: Any = None,
+    value_range: tuple[float, float] | None = (-1.0, 1.0),
 ) -> TextureResult:
     """Sample the views of a mesh with an image model and bake them into one texture.
 
@@ -508,6 +509,8 @@ def texture_mesh(
         sync_size: the texture side used while sampling, for the seam and the coverage
             (default: the views' side, texels about a pixel in size).
         decay, resample_noise, schedule: :class:`TexGen`'s options (``mode="texgen"``).
+        value_range: the sampled views are clamped to this range (the images' own, as DDPM clips
+            its samples) before they are projected and compared; ``None`` leaves them as sampled.
 
     Returns:
         :class:`TextureResult`. The texture is the projection of the final views at
@@ -540,6 +543,8 @@ def texture_mesh(
     if tuple(views.shape) != shape:
         raise ValueError(f"sample_fn returned {tuple(views.shape)} for the shape {shape}")
     views = torch.where(maps.mask[:, None], views.float(), values)
+    if value_range is not None:  # the images' range, as DDPM clips its samples
+        views = views.clamp(*value_range)
     coarse, coarse_w = project_to_texture(views, maps, sync)
     charts = _chart_mask(uv_mesh, sync)
     coverage = float((charts & (coarse_w > 0)).sum() / charts.sum().clamp(min=1))
