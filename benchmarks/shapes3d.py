@@ -60,7 +60,7 @@ def main() -> int:
     parser.add_argument("--clouds", type=int, default=100, help="generated clouds (and test clouds) compared")
     parser.add_argument("--emd-clouds", type=int, default=50, help="clouds per set in the EMD metrics")
     parser.add_argument("--completions", type=int, default=50, help="test shapes completed")
-    parser.add_argument("--texture-seeds", type=int, default=2, help="demo meshes textured per label")
+    parser.add_argument("--texture-seeds", type=int, default=1, help="demo meshes textured per label")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "scratch" / "3d")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "3d.json")

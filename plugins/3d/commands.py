@@ -377,7 +377,15 @@ def texture(argv: Sequence[str]) -> int:
                     "texture PNG and a PNG of the views; prints the seam disagreement.",
     )
     parser.add_argument("--mesh", type=Path, required=True, help="a UV-mapped mesh (OBJ/GLB/PLY)")
-    parser.add_argument("--ckpt", type=Path, required=True, help="a texture-denoiser checkpoint of this plugin")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", type=Path, help="a texture-denoiser checkpoint of this plugin")
+    source.add_argument("--diffusers", type=Path,
+                        help="a local diffusers UNet2DModel folder (or a pipeline folder with unet/) trained with DDPM's "
+                             "linear schedule; nothing is downloaded")
+    parser.add_argument("--prediction", default="eps", choices=("eps", "v"),
+                        help="what the --diffusers model predicts")
+    parser.add_argument("--class-index", type=int, default=None,
+                        help="class label of a class-conditional --diffusers model")
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--label", default=None, help="texture label (class-conditional models)")
     parser.add_argument("--mode", default="sync", choices=("sync", "texgen", "independent"))
@@ -407,9 +415,13 @@ def texture(argv: Sequence[str]) -> int:
         _fail(problem)
         return 1
     try:
-        model = load_texture_model(args.ckpt)
-        label = model.label_index(args.label)
-    except (CheckpointError, ValueError) as error:
+        if args.diffusers is not None:
+            model = _diffusers_model(args.diffusers, args.prediction, args.class_index)
+            label = args.class_index
+        else:
+            model = load_texture_model(args.ckpt)
+            label = model.label_index(args.label)
+    except (CheckpointError, ValueError, OSError) as error:
         _fail(str(error))
         return 1
     try:
@@ -434,7 +446,9 @@ def texture(argv: Sequence[str]) -> int:
     def sample_fn(shape, known, callback, generator):
         cond = None
         guidance = 1.0
-        if model.conditional:
+        if getattr(model, "diffusers_classes", False) and cond_value is not None:
+            cond = torch.full((shape[0],), cond_value, dtype=torch.long)
+        elif model.conditional:
             value = model.null_label if cond_value is None else cond_value
             cond = torch.full((shape[0],), value, dtype=torch.long)
             guidance = model.guidance if args.guidance is None else args.guidance
@@ -446,6 +460,7 @@ def texture(argv: Sequence[str]) -> int:
     started = time.perf_counter()
     torch.set_num_threads(1)  # the rasteriser's small kernels are fastest single-threaded
     result = texture_mesh(sample_fn, view_mesh, cameras, mode=args.mode, tex_size=args.texture_size,
+                          channels=int(model.require_info()["channels"]),
                           generator=generator, resample_noise=args.resample_noise, schedule=model.schedule)
     write_textured(args.out, mesh, result.texture, overwrite=args.overwrite)
     _save_image(extras[0], result.texture)
@@ -453,6 +468,28 @@ def texture(argv: Sequence[str]) -> int:
     print(json.dumps({"out": str(args.out), "mode": args.mode, "views": args.views, "seam": result.seam,
                       "coverage": result.coverage, "seconds": round(time.perf_counter() - started, 1)}))
     return 0
+
+
+def _diffusers_model(folder: Path, prediction: str, class_index: int | None) -> Any:
+    """A texture module around a local diffusers UNet (DDPM's schedule, DDIM sampling)."""
+    from polydiff.schedules import VPLinear
+
+    from .images import DiffusersUNet
+    from .module import TextureDiffusion
+
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder (a diffusers UNet2DModel saved with save_pretrained)")
+    net = DiffusersUNet(pretrained=str(folder), prediction=prediction)
+    config = net.model.config
+    has_classes = bool(getattr(config, "num_class_embeds", None))
+    if class_index is not None and not has_classes:
+        raise ValueError(f"{folder}: the model has no class embedding; drop --class-index")
+    module = TextureDiffusion(net, schedule=VPLinear(), sampler="ddim", sample_steps=50, guidance=1.0,
+                              cond_dropout=0.0, ema_decay=0.0,
+                              data_info={"labels": [], "size": int(config.sample_size),
+                                         "channels": int(config.in_channels)})
+    module.diffusers_classes = has_classes
+    return module.eval()
 
 
 def _has_uv(mesh: Any) -> bool:

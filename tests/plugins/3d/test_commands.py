@@ -222,3 +222,29 @@ def test_checkpoints_of_the_wrong_kind_are_named(point_ckpt, texture_ckpt, tmp_p
     assert status == 1 and "polydiff 3d texture" in err
     status, _, err = _run(texture, ["--mesh", tmp_path / "none.obj", "--ckpt", point_ckpt, "-o", tmp_path / "t.glb"])
     assert status == 1 and "point-cloud checkpoint" in err
+
+
+def test_texture_with_a_local_diffusers_unet(corpus, tmp_path: Path):
+    diffusers = pytest.importorskip("diffusers")
+    out, _ = corpus
+    unet = diffusers.UNet2DModel(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16),
+                                 layers_per_block=1, norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"))
+    unet.save_pretrained(tmp_path / "unet")
+    target = tmp_path / "d.glb"
+    status, printed, err = _run(texture, ["--mesh", out / "uv_vase.obj", "--diffusers", tmp_path / "unet", "--views", 3,
+                                          "--steps", 2, "--texture-size", 16, "-o", target])
+    assert status == 0, err
+    result = json.loads(printed)
+    assert result["views"] == 3 and target.exists()
+    from PIL import Image
+
+    with Image.open(target.with_name("d_views.png")) as image:
+        assert image.size == (3 * 16, 16)  # the views at the UNet's sample size
+    # A class index for a model without class embeddings is refused, naming the folder.
+    status, _, err = _run(texture, ["--mesh", out / "uv_vase.obj", "--diffusers", tmp_path / "unet",
+                                    "--class-index", "1", "-o", tmp_path / "e.glb"])
+    assert status == 1 and "class embedding" in err and "unet" in err
+    status, _, err = _run(texture, ["--mesh", out / "uv_vase.obj", "--diffusers", tmp_path / "missing",
+                                    "-o", tmp_path / "f.glb"])
+    assert status == 1 and "missing" in err
