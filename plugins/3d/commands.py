@@ -207,7 +207,10 @@ def _write_shape(points, stem: Path, *, mesh: bool, render: bool, resolution: in
     written = [str(write_points(stem.with_suffix(".ply"), points, overwrite=overwrite))]
     surface = None
     if mesh:
-        surface = reconstruct_surface(points, resolution=resolution, method="closing")
+        try:  # the surface through the points; a thin or open cloud has no inside to close
+            surface = reconstruct_surface(points, resolution=resolution, method="closing")
+        except ValueError:
+            surface = reconstruct_surface(points, resolution=resolution, method="distance")
         written.append(str(write_mesh(stem.parent / f"{stem.name}_mesh.obj", surface, overwrite=overwrite)))
     if render:
         png = stem.with_suffix(".png")
