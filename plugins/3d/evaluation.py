@@ -132,16 +132,23 @@ def retrieve_completion(partial: np.ndarray, train: Sequence[np.ndarray]) -> tup
 
 def read_cloud_folder(folder: Path, points: int, *, category: str | None = None, seed: int = 0,
                       limit: int | None = None) -> tuple[list[np.ndarray], list[str]]:
-    """Prepared clouds of every usable file in a folder (point files or meshes, recursively when it
-    is a collection); the errors of the files that could not be used, each naming the file."""
+    """Prepared clouds of every usable file in a folder, and the errors of the files that could not
+    be used, each naming the file.
+
+    A folder with point files (PLY without faces, XYZ, NPY) directly inside is read for those alone
+    (``generate`` writes each cloud beside its reconstructed mesh); a folder of meshes for the
+    meshes; a folder of category folders as a collection (recursively).
+    """
     from .formats import MESH_SUFFIXES, POINT_SUFFIXES, ShapeError, scan_collection, shape_points
 
     folder = Path(folder)
     if not folder.is_dir():
         raise ShapeError(f"{folder}: no such folder")
     loose = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES + POINT_SUFFIXES)
+    points_only = [p for p in loose if p.suffix.lower() in POINT_SUFFIXES or _is_point_ply(p)]
     if loose:
-        paths = loose
+        # A folder written by ``generate`` holds each cloud and its reconstructed mesh: the clouds count.
+        paths = points_only or loose
     else:
         paths = [f.path for f in scan_collection(folder, categories=[category] if category else None)]
     if limit is not None:

@@ -180,3 +180,24 @@ def test_evaluate_through_the_cli_needs_two_clouds(tmp_path: Path):
         status = main(["3d", "evaluate", str(gen), "--reference", str(ref), "--points", "128"])
     assert status == 1
     assert "need at least two usable clouds" in err.getvalue() and str(gen) in err.getvalue()
+
+
+def test_a_generate_folder_is_read_for_its_clouds_not_its_meshes(tmp_path):
+    import trimesh
+
+    from polydiff_3d.evaluation import read_cloud_folder
+    from polydiff_3d.pointio import write_points
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_points(tmp_path / f"shape_{i:03d}.ply", rng.normal(size=(300, 3)).astype(np.float32))
+        trimesh.creation.box().export(tmp_path / f"shape_{i:03d}_mesh.obj")
+    clouds, errors = read_cloud_folder(tmp_path, 128)
+    assert len(clouds) == 3 and not errors
+    meshes_only = tmp_path / "meshes"
+    meshes_only.mkdir()
+    for i in range(2):
+        trimesh.creation.box().export(meshes_only / f"box_{i}.obj")
+    clouds, errors = read_cloud_folder(meshes_only, 128)
+    assert len(clouds) == 2 and not errors
+    assert np.allclose(np.abs(clouds[0]).max(0), 1.0, atol=1e-5)  # cube surface points in the unit box
