@@ -237,6 +237,7 @@ def evaluate_texturing(args: argparse.Namespace, record: dict) -> dict:
     modes = ("independent", "sync", "texgen")
     seams = {m: [] for m in modes}
     coverage = {m: [] for m in modes}
+    contrast = {m: [] for m in modes}
     seconds = {m: 0.0 for m in modes}
     for seed in range(args.texture_seeds):
         mesh = uv_demo_mesh(seed=seed)
@@ -247,9 +248,10 @@ def evaluate_texturing(args: argparse.Namespace, record: dict) -> dict:
         for k, label in enumerate(labels):
             cond_value = labels.index(label)
 
-            def sample_fn(shape, known, callback, generator, cond_value=cond_value):
-                cond = torch.full((shape[0],), cond_value, dtype=torch.long)
-                return model.sample(shape, cond=cond, known=known, callback=callback, generator=generator)
+            def sample_fn(start, known, callback, generator, cond_value=cond_value):
+                count = start.shape[0] if isinstance(start, torch.Tensor) else start[0]
+                cond = torch.full((count,), cond_value, dtype=torch.long)
+                return model.sample(start, cond=cond, known=known, callback=callback, generator=generator)
 
             for mode in modes:
                 t0 = time.perf_counter()
@@ -259,12 +261,14 @@ def evaluate_texturing(args: argparse.Namespace, record: dict) -> dict:
                 seconds[mode] += time.perf_counter() - t0
                 seams[mode].append(float(result.seam))
                 coverage[mode].append(float(result.coverage))
+                contrast[mode].append(float(result.contrast))
         log(f"texturing seed {seed}: " + ", ".join(f"{m} {np.mean(seams[m]):.4f}" for m in modes))
     runs = len(seams["sync"])
     result = {"meshes": args.texture_seeds, "labels": labels, "views": 8, "view_size": size,
               "sample_steps": model.sample_steps, "guidance": model.guidance,
               "seam_disagreement": {m: float(np.mean(seams[m])) for m in modes},
               "coverage": {m: float(np.mean(coverage[m])) for m in modes},
+              "texture_contrast": {m: float(np.mean(contrast[m])) for m in modes},
               "seconds_per_mesh": {m: round(seconds[m] / runs, 1) for m in modes}}
     log(f"texturing: {result}")
     cache.write_text(json.dumps(result, indent=1) + "\n")

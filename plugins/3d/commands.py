@@ -446,18 +446,19 @@ def texture(argv: Sequence[str]) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     cond_value = label
 
-    def sample_fn(shape, known, callback, generator):
+    def sample_fn(start, known, callback, generator):
+        count = start.shape[0] if isinstance(start, torch.Tensor) else start[0]
         cond = None
         guidance = 1.0
         if getattr(model, "diffusers_classes", False) and cond_value is not None:
-            cond = torch.full((shape[0],), cond_value, dtype=torch.long)
+            cond = torch.full((count,), cond_value, dtype=torch.long)
         elif model.conditional:
             value = model.null_label if cond_value is None else cond_value
-            cond = torch.full((shape[0],), value, dtype=torch.long)
+            cond = torch.full((count,), value, dtype=torch.long)
             guidance = model.guidance if args.guidance is None else args.guidance
             if cond_value is None:
                 guidance = 1.0
-        return model.sample(shape, cond=cond, known=known, callback=callback, generator=generator, steps=args.steps,
+        return model.sample(start, cond=cond, known=known, callback=callback, generator=generator, steps=args.steps,
                             sampler=args.sampler, guidance=guidance)
 
     started = time.perf_counter()
@@ -469,7 +470,7 @@ def texture(argv: Sequence[str]) -> int:
     _save_image(extras[0], result.texture)
     _save_image(extras[1], torch.cat(list(result.views), dim=2))
     print(json.dumps({"out": str(args.out), "mode": args.mode, "views": args.views, "seam": result.seam,
-                      "coverage": result.coverage, "seconds": round(time.perf_counter() - started, 1)}))
+                      "coverage": result.coverage, "contrast": result.contrast, "seconds": round(time.perf_counter() - started, 1)}))
     return 0
 
 
@@ -507,6 +508,8 @@ def _load_uv_mesh(path: Path) -> Any:
 
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise ShapeError(f"{path}: unknown mesh type {path.suffix!r}; read: {', '.join(MESH_SUFFIXES)}")
+    if not path.is_file():
+        raise ShapeError(f"{path}: no such file")
     try:
         loaded = trimesh.load(path, force="mesh", process=False)
     except Exception as error:  # trimesh raises many kinds for a broken file

@@ -158,6 +158,8 @@ def load_mesh(path: str | Path, *, min_faces: int = 1):
     path = Path(path)
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise ShapeError(f"{path}: unknown mesh type {path.suffix!r}; read: {', '.join(MESH_SUFFIXES)}")
+    if not path.is_file():
+        raise ShapeError(f"{path}: no such file")
     try:
         loaded = trimesh.load(path, force="mesh", process=False)
     except Exception as error:  # trimesh raises many kinds for a broken file

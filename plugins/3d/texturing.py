@@ -37,7 +37,7 @@ from polydiff.samplers import KnownValues, StepInfo
 
 from .render import Camera, _raster_triangles, interpolate, rasterize
 
-__all__ = [
+__all__ = ["texture_noise", 
     "TextureError", "UVMesh", "unwrap", "uv_demo_mesh", "ViewMaps", "view_maps", "project_to_texture",
     "render_texture", "seam_disagreement", "SyncMVD", "TexGen", "TextureResult", "TEXTURE_MODES", "texture_mesh",
     "write_textured",
@@ -259,6 +259,25 @@ def _sample(texture: Tensor, maps: ViewMaps) -> Tensor:
     return F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def texture_noise(maps: ViewMaps, channels: int, tex_size: int, generator: torch.Generator | None = None) -> Tensor:
+    """Start noise for the views drawn once in texture space (SyncMVD's initialisation).
+
+    A ``(C, T, T)`` standard-normal texture is looked up at every foreground pixel with the
+    nearest texel (bilinear lookups would average neighbours and shrink the variance), so the
+    views start from the same noise wherever they see the same surface; background pixels get
+    their own independent noise.
+
+    Shapes:
+        returns (V, C, H, W), unit variance everywhere.
+    """
+    noise_tex = torch.randn((channels, tex_size, tex_size), generator=generator)
+    grid = torch.stack([maps.uv[..., 0] * 2 - 1, 1 - maps.uv[..., 1] * 2], -1).to(noise_tex.dtype)
+    batch = noise_tex.unsqueeze(0).expand(maps.views, *noise_tex.shape)
+    views = F.grid_sample(batch, grid, mode="nearest", padding_mode="border", align_corners=False)
+    own = torch.randn(views.shape, generator=generator)
+    return torch.where(maps.mask[:, None], views, own)
+
+
 def render_texture(texture: Tensor, maps: ViewMaps, background: float | Tensor = 1.0) -> Tensor:
     """The views of the textured mesh: bilinear lookups at the pixels' UVs, ``background`` elsewhere.
 
@@ -448,12 +467,15 @@ class TextureResult:
         seam: :func:`seam_disagreement` of the views at the synchronisation size.
         coverage: the fraction of the UV charts' texels (at the synchronisation size) that some
             view saw.
+        contrast: the standard deviation of the seen texels' values, averaged over channels: a
+            texture averaged flat by disagreeing views has a low seam and a low contrast too.
     """
 
     texture: Tensor
     views: Tensor
     seam: float
     coverage: float
+    contrast: float = 0.0
 
 
 def _chart_mask(uv_mesh: UVMesh, size: int) -> Tensor:
@@ -491,13 +513,15 @@ def texture_mesh(
     resample_noise: bool = False,
     schedule: Any = None,
     value_range: tuple[float, float] | None = (-1.0, 1.0),
+    shared_noise: bool = True,
 ) -> TextureResult:
     """Sample the views of a mesh with an image model and bake them into one texture.
 
     Args:
-        sample_fn: ``sample_fn(shape, known, callback, generator) -> (V, C, H, W)``, usually
+        sample_fn: ``sample_fn(start, known, callback, generator) -> (V, C, H, W)``, usually
             wrapping :meth:`polydiff.module.DiffusionModule.sample` with the condition, steps
-            and guidance.
+            and guidance; ``start`` is the shape to sample, or the start noise itself (the
+            synchronised modes draw it in texture space, :func:`texture_noise`).
         uv_mesh: the mesh.
         cameras: the ``V`` views (one image size).
         mode: one of :data:`TEXTURE_MODES` (see the module's docstring).
@@ -509,6 +533,8 @@ def texture_mesh(
         sync_size: the texture side used while sampling, for the seam and the coverage
             (default: the views' side, texels about a pixel in size).
         decay, resample_noise, schedule: :class:`TexGen`'s options (``mode="texgen"``).
+        shared_noise: in the synchronised modes, start every view from one noise texture
+            (:func:`texture_noise`, as SyncMVD does) rather than from independent noise.
         value_range: the sampled views are clamped to this range (the images' own, as DDPM clips
             its samples) before they are projected and compared; ``None`` leaves them as sampled.
 
@@ -539,7 +565,11 @@ def texture_mesh(
                           resample_noise=resample_noise, schedule=schedule)
     else:
         callback = None
-    views = sample_fn(shape, known, callback, generator)
+    if mode == "independent" or not shared_noise:
+        start: tuple[int, ...] | Tensor = shape
+    else:
+        start = texture_noise(maps, channels, sync, generator)
+    views = sample_fn(start, known, callback, generator)
     if tuple(views.shape) != shape:
         raise ValueError(f"sample_fn returned {tuple(views.shape)} for the shape {shape}")
     views = torch.where(maps.mask[:, None], views.float(), values)
@@ -549,6 +579,8 @@ def texture_mesh(
     charts = _chart_mask(uv_mesh, sync)
     coverage = float((charts & (coarse_w > 0)).sum() / charts.sum().clamp(min=1))
     seam = seam_disagreement(views, maps, sync)
+    seen = charts & (coarse_w > 0)
+    contrast = float(coarse[:, seen].std(dim=1).mean()) if int(seen.sum()) > 1 else 0.0
     filled = _fill_nearest(coarse, coarse_w > 0, background)
     if tex_size == sync:
         texture = filled
@@ -556,7 +588,7 @@ def texture_mesh(
         up = F.interpolate(filled[None], size=(tex_size, tex_size), mode="bilinear", align_corners=False)[0]
         fine, fine_w = project_to_texture(views, maps, tex_size)
         texture = torch.where(fine_w > 0, fine, up)
-    return TextureResult(texture, views, seam, coverage)
+    return TextureResult(texture, views, seam, coverage, contrast)
 
 
 def _texture_image(texture: Tensor, value_range: tuple[float, float]):

@@ -111,9 +111,9 @@ class _PerViewConstants(torch.nn.Module):
 
 
 def _sample_fn(schedule):
-    def fn(shape, known, callback, generator):
-        x = schedule.prior(shape, generator=generator)
-        return sample(_PerViewConstants(shape[0]), schedule, x, sampler="ddim", steps=6, known=known,
+    def fn(start, known, callback, generator):
+        x = start if isinstance(start, torch.Tensor) else schedule.prior(start, generator=generator)
+        return sample(_PerViewConstants(x.shape[0]), schedule, x, sampler="ddim", steps=6, known=known,
                       callback=callback, generator=generator)
 
     return fn
@@ -209,3 +209,23 @@ def test_glb_round_trip_and_no_overwrite(tmp_path: Path, setup, vase):
     assert len(obj.faces) == len(vase.faces) and obj.visual.material.image.size == (T, T)
     with pytest.raises(TextureError, match="--unwrap"):
         write_textured(tmp_path / "box.glb", trimesh.creation.box(), texture)
+
+
+def test_texture_noise_is_shared_where_views_see_the_same_texels(setup):
+    from polydiff_3d.texturing import texture_noise
+
+    uv_mesh, cameras, maps = setup
+    noise = texture_noise(maps, 3, 16, torch.Generator().manual_seed(0))
+    assert noise.shape == (maps.views, 3, maps.size, maps.size)
+    fg = maps.mask[:, None].expand_as(noise)
+    assert 0.8 < float(noise[fg].std()) < 1.2 and 0.8 < float(noise[~fg].std()) < 1.2  # unit variance kept
+    # Pixels of two views that land in the same texel carry the same noise; independent noise would not.
+    texel = (maps.uv.clamp(0, 1 - 1e-6) * 16).long()
+    key = (texel[..., 1] * 16 + texel[..., 0])
+    a, b = key[0][maps.mask[0]], key[1][maps.mask[1]]
+    common = sorted(set(a.tolist()) & set(b.tolist()))
+    assert len(common) > 5
+    for k in common[:20]:
+        va = noise[0, :, maps.mask[0]][:, a == k][:, 0]
+        vb = noise[1, :, maps.mask[1]][:, b == k][:, 0]
+        torch.testing.assert_close(va, vb)
