@@ -43,7 +43,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import log, machine_info, make_demo_data, train_once, write_report  # noqa: E402
+from common import log, machine_info, make_demo_data, portable, train_once, write_report  # noqa: E402
+
+
+def _portable(value):
+    """A record with the repository's own path removed from every string in it."""
+    if isinstance(value, str):
+        return portable(value)
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    return value
 
 
 def _target(name: str, value: float, threshold: float, met: bool) -> dict:
@@ -72,6 +83,7 @@ def main() -> int:
     machine = machine_info()
     data = make_demo_data("3d", args.work, ["--categories", args.category, "--per-category", str(args.per_category),
                                             "--overwrite"], "root")
+    data = _portable(data)
     log(f"data: {data}")
     point_args = ["--data.root", str(args.work / "data" / "shapes"), "--data.categories", f"[{args.category}]",
                   "--model.init_args.denoiser.init_args.num_classes", "0",
@@ -155,18 +167,22 @@ def evaluate_generation(args: argparse.Namespace, record: dict) -> dict:
     rows = {}
     sets = {"diffusion": generated, "training shapes (memorisation)": memorisation_baseline(train_clouds, count),
             "jittered template": template_baseline(train_clouds, count)}
+    cd_cache: dict = {}
+    emd_cache: dict = {}
     for name, clouds in sets.items():
         t1 = time.perf_counter()
-        rows[name] = evaluate_sets(clouds, reference, emd_points=None)
-        emd = evaluate_sets(clouds[: args.emd_clouds], reference[: args.emd_clouds], emd_points=256)
+        rows[name] = evaluate_sets(clouds, reference, emd_points=None, cache=cd_cache)
+        emd = evaluate_sets(clouds[: args.emd_clouds], reference[: args.emd_clouds], emd_points=256, cache=emd_cache)
         rows[name].update({k: v for k, v in emd.items() if k.endswith("-emd")})
         log(f"{name}: {rows[name]} ({time.perf_counter() - t1:.0f} s)")
     # Memorisation check: how close generated clouds come to the training set, against test clouds.
-    near_gen = pairwise_distances(generated, train_clouds).min(axis=1)
-    near_test = pairwise_distances(reference, train_clouds).min(axis=1)
+    pool = memorisation_baseline(train_clouds, 100, seed=1)  # 100 random training clouds
+    near_gen = pairwise_distances(generated, pool).min(axis=1)
+    near_test = pairwise_distances(reference, pool).min(axis=1)
     result = {"clouds": count, "points": 2048, "sample_steps": args.sample_steps,
               "sampling_seconds_per_cloud": round(sample_seconds / count, 2), "rows": rows,
-              "nearest_training_cd": {"generated_mean": float(near_gen.mean()), "test_mean": float(near_test.mean())},
+              "nearest_training_cd": {"generated_mean": float(near_gen.mean()), "test_mean": float(near_test.mean()),
+                                      "training_clouds_searched": len(pool)},
               "emd_clouds": min(args.emd_clouds, count), "emd_points": 256}
     cache.write_text(json.dumps(result, indent=1) + "\n")
     return result

@@ -72,21 +72,30 @@ def _emd_subsets(clouds: Sequence[np.ndarray], count: int, seed: int) -> list[np
 
 
 def evaluate_sets(generated: Sequence[np.ndarray], reference: Sequence[np.ndarray], *, emd_points: int | None = 256,
-                  seed: int = 0) -> dict[str, float]:
+                  seed: int = 0, cache: dict | None = None) -> dict[str, float]:
     """MMD/COV/1-NNA under Chamfer (and EMD unless ``emd_points`` is None) of prepared clouds.
+
+    Args:
+        cache: a dict kept between calls with the same reference set (and ``emd_points``,
+            ``seed``), so the reference-to-reference distances are computed once for several rows.
 
     Returns:
         ``{"1-nna-cd", "cov-cd", "mmd-cd"}`` (+ the ``-emd`` ones), fractions and distances.
     """
+    cache = {} if cache is None else cache
     d_gr = pairwise_distances(generated, reference)
     d_gg = pairwise_distances(generated, generated)
-    d_rr = pairwise_distances(reference, reference)
+    if "rr" not in cache:
+        cache["rr"] = pairwise_distances(reference, reference)
+    d_rr = cache["rr"]
     out = {f"{k}-cd": v for k, v in metrics_from_distances(d_gr, d_gg, d_rr).items()}
     if emd_points:
         g, r = _emd_subsets(generated, emd_points, seed), _emd_subsets(reference, emd_points, seed)
         e_gr = pairwise_distances(g, r, "emd")
         e_gg = pairwise_distances(g, g, "emd")
-        e_rr = pairwise_distances(r, r, "emd")
+        if "rr-emd" not in cache:
+            cache["rr-emd"] = pairwise_distances(r, r, "emd")
+        e_rr = cache["rr-emd"]
         out.update({f"{k}-emd": v for k, v in metrics_from_distances(e_gr, e_gg, e_rr).items()})
     return out
 

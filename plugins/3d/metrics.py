@@ -50,41 +50,40 @@ def chamfer_distance(a, b) -> float:
 def emd(a, b) -> float:
     """Earth mover's distance of two clouds of equal size, exact (POT; module docstring)."""
     import ot
+    from scipy.spatial.distance import cdist
 
-    a, b = _cloud(a, "a"), _cloud(b, "b")
+    a, b = _cloud(a, "a").numpy(), _cloud(b, "b").numpy()
     if len(a) != len(b):
         raise ValueError(f"EMD needs clouds of equal size; got {len(a)} and {len(b)} points")
-    cost = torch.cdist(a, b).numpy()
     weights = np.full(len(a), 1.0 / len(a))
-    return float(ot.emd2(weights, weights, cost, numItermax=max(100_000, 50 * len(a) ** 2)))
+    return float(ot.emd2(weights, weights, cdist(a, b), numItermax=max(100_000, 50 * len(a) ** 2)))
 
 
-def _chamfer_block(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Chamfer distances of every pair of two stacks of clouds. Shapes: (A, N, 3), (B, M, 3) -> (A, B)."""
-    out = torch.empty(len(first), len(second), dtype=torch.float64)
-    for i, a in enumerate(first):
-        d = torch.cdist(a[None].expand(len(second), -1, -1), second).square()  # (B, N, M)
-        out[i] = (d.min(dim=2).values.mean(dim=1) + d.min(dim=1).values.mean(dim=1)).double()
-    return out
-
-
-def pairwise_distances(first, second, metric: str = "chamfer", *, chunk: int = 16) -> np.ndarray:
+def pairwise_distances(first, second, metric: str = "chamfer") -> np.ndarray:
     """Distances between every cloud of ``first`` and every cloud of ``second``: (len(first), len(second)).
 
-    Chamfer distances are computed in float32 on stacks of ``chunk`` clouds at a time (clouds of
-    one set must then have the same size); EMD pair by pair.
+    Chamfer distances come from nearest-neighbour queries in k-d trees built once per cloud
+    (exact, and far cheaper than the dense distance matrix of every pair); EMD pair by pair.
     """
     if metric not in ("chamfer", "emd"):
         raise ValueError(f"unknown metric {metric!r}; valid: chamfer, emd")
     if metric == "emd":
         return np.array([[emd(a, b) for b in second] for a in first], dtype=np.float64)
-    firsts = [_cloud(a, f"cloud {i}").float() for i, a in enumerate(first)]
-    seconds = [_cloud(b, f"cloud {j}").float() for j, b in enumerate(second)]
-    if len({len(c) for c in firsts}) > 1 or len({len(c) for c in seconds}) > 1:
-        return np.array([[chamfer_distance(a, b) for b in seconds] for a in firsts], dtype=np.float64)
-    a_all, out = torch.stack(firsts), np.empty((len(firsts), len(seconds)))
-    for j in range(0, len(seconds), chunk):
-        out[:, j:j + chunk] = _chamfer_block(a_all, torch.stack(seconds[j:j + chunk])).numpy()
+    from scipy.spatial import cKDTree
+
+    firsts = [_cloud(a, f"cloud {i}").numpy() for i, a in enumerate(first)]
+    seconds = firsts if second is first else [_cloud(b, f"cloud {j}").numpy() for j, b in enumerate(second)]
+    trees_a = [cKDTree(a) for a in firsts]
+    trees_b = trees_a if seconds is firsts else [cKDTree(b) for b in seconds]
+    out = np.empty((len(firsts), len(seconds)))
+    for i, a in enumerate(firsts):
+        for j, b in enumerate(seconds):
+            if seconds is firsts and j < i:
+                out[i, j] = out[j, i]
+                continue
+            ab = trees_b[j].query(a, workers=-1)[0]
+            ba = trees_a[i].query(b, workers=-1)[0]
+            out[i, j] = float(np.mean(ab**2) + np.mean(ba**2))
     return out
 
 
