@@ -148,22 +148,10 @@ def load_point_model(path: Path | str, device: str = "cpu") -> Any:
     Raises:
         polydiff.checkpoint.CheckpointError: not a point-cloud checkpoint of this plugin.
     """
-    from polydiff.checkpoint import CheckpointError, load_checkpoint, load_module
-
     from .module import PointDiffusion
 
-    try:
-        model = load_module(path, plugin="3d", expect=PointDiffusion, require=("shapes",))
-    except CheckpointError:
-        try:
-            texture = isinstance(load_checkpoint(path, plugin="3d").get("textures"), dict)
-        except CheckpointError:
-            texture = False
-        if texture:
-            raise CheckpointError(f"{path} is a texture-denoiser checkpoint, not a point-cloud model "
-                                  "(use it with 'polydiff 3d texture')") from None
-        raise
-    return model.to(device).eval()
+    return _load(path, PointDiffusion, "shapes", "textures", "a texture-denoiser checkpoint, not a point-cloud model "
+                 "(use it with 'polydiff 3d texture')").to(device).eval()
 
 
 def load_texture_model(path: Path | str, device: str = "cpu") -> Any:
@@ -172,22 +160,27 @@ def load_texture_model(path: Path | str, device: str = "cpu") -> Any:
     Raises:
         polydiff.checkpoint.CheckpointError: not a texture checkpoint of this plugin.
     """
-    from polydiff.checkpoint import CheckpointError, load_checkpoint, load_module
-
     from .module import TextureDiffusion
 
+    return _load(path, TextureDiffusion, "textures", "shapes", "a point-cloud checkpoint, not a texture denoiser "
+                 "(use it with 'polydiff 3d generate' or 'complete')").to(device).eval()
+
+
+def _load(path: Path | str, cls: type, key: str, other_key: str, other: str) -> Any:
+    """The plugin's module of class ``cls`` (carrying record ``key``) from a checkpoint; a checkpoint
+    of the plugin's other kind (carrying ``other_key``) is named as such."""
+    from polydiff.checkpoint import CheckpointError, load_checkpoint, load_module
+
     try:
-        model = load_module(path, plugin="3d", expect=TextureDiffusion, require=("textures",))
+        return load_module(path, plugin="3d", expect=cls, require=(key,))
     except CheckpointError:
         try:
-            shapes = isinstance(load_checkpoint(path, plugin="3d").get("shapes"), dict)
+            is_other = isinstance(load_checkpoint(path, plugin="3d").get(other_key), dict)
         except CheckpointError:
-            shapes = False
-        if shapes:
-            raise CheckpointError(f"{path} is a point-cloud checkpoint, not a texture denoiser "
-                                  "(use it with 'polydiff 3d generate' or 'complete')") from None
+            is_other = False
+        if is_other:
+            raise CheckpointError(f"{path} is {other}") from None
         raise
-    return model.to(device).eval()
 
 
 def _sampling_args(parser: argparse.ArgumentParser) -> None:
