@@ -92,7 +92,7 @@ def _write_demo_extras(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Textures, the UV mesh and partial scans (each part only when its module is present)."""
     import numpy as np
 
-    from .formats import scan_collection, load_mesh
+    from .formats import load_mesh, scan_collection
     from .pointio import write_points
     from .scans import cgal_meshes, partial_from_mesh
 
@@ -126,12 +126,8 @@ def _write_demo_extras(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     extras["scans"] = written
     cgal = []
     for k, path in enumerate(cgal_meshes()[: args.cgal_scans] if args.cgal_scans > 0 else []):
-        try:
-            mesh = load_mesh(path) if path.suffix != ".gz" else None
-        except Exception:  # a mesh the package ships that trimesh cannot read is just not used
-            continue
-        if mesh is None:
-            continue
+        # cgal_meshes unpacks the package's archive and lists only meshes trimesh loads.
+        mesh = load_mesh(path)
         target = scans / "cgal" / f"{path.stem}.ply"
         target.parent.mkdir(parents=True, exist_ok=True)
         eye = mesh.centroid + np.array([0.0, 0.5, 1.0]) * 3.0 * float(mesh.scale)
@@ -401,7 +397,7 @@ def texture(argv: Sequence[str]) -> int:
 
     from polydiff.checkpoint import CheckpointError
 
-    from .formats import ShapeError
+    from .formats import ShapeError, load_mesh
     from .render import orbit_cameras
     from .texturing import TextureError, UVMesh, texture_mesh, unwrap, write_textured
 
@@ -421,7 +417,7 @@ def texture(argv: Sequence[str]) -> int:
         _fail(str(error))
         return 1
     try:
-        mesh = _load_uv_mesh(args.mesh)
+        mesh = load_mesh(args.mesh)  # trimesh keeps the UVs of the file on the mesh it returns
         if args.unwrap and not _has_uv(mesh):
             mesh = unwrap(mesh, name=str(args.mesh))
         uv_mesh = UVMesh.from_trimesh(mesh, name=str(args.mesh))
@@ -491,27 +487,6 @@ def _diffusers_model(folder: Path, prediction: str, class_index: int | None) -> 
 
 def _has_uv(mesh: Any) -> bool:
     return getattr(getattr(mesh, "visual", None), "uv", None) is not None
-
-
-def _load_uv_mesh(path: Path) -> Any:
-    """A mesh with its UVs kept (trimesh merges scenes; load_mesh's checks apply)."""
-    import trimesh
-
-    from .formats import MESH_SUFFIXES, ShapeError
-
-    if path.suffix.lower() not in MESH_SUFFIXES:
-        raise ShapeError(f"{path}: unknown mesh type {path.suffix!r}; read: {', '.join(MESH_SUFFIXES)}")
-    if not path.is_file():
-        raise ShapeError(f"{path}: no such file")
-    try:
-        loaded = trimesh.load(path, force="mesh", process=False)
-    except Exception as error:  # trimesh raises many kinds for a broken file
-        raise ShapeError(f"{path}: not a readable mesh ({type(error).__name__}: {error})") from None
-    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
-        raise ShapeError(f"{path}: no triangles")
-    if not loaded.area > 0:
-        raise ShapeError(f"{path}: zero surface area (degenerate triangles only)")
-    return loaded
 
 
 def _save_image(path: Path, image: Any) -> None:
